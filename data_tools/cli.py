@@ -1,10 +1,379 @@
-"""``lfkit data``: convert JSONL into LlamaFactory datasets and report their statistics."""
+"""``lfkit data``: convert JSONL into LlamaFactory datasets and report their statistics.
+
+Two commands, ``convert`` and ``stats``, each with ``--kind dialogue`` (default, implemented in
+``lfkit.data_tools.dialogue_*``) or ``--kind timeseries`` (ChatTS data, implemented in
+``lfkit.data_tools.timeseries*``). Heavy imports happen inside the commands so ``lfkit --help``
+stays instant.
+"""
 
 from __future__ import annotations
 
+import tempfile
+from enum import Enum
+from pathlib import Path
+
 import typer
+from rich.console import Console
 
 app = typer.Typer(
     help="Convert dialogue and ChatTS time-series JSONL into LlamaFactory datasets; report statistics.",
     no_args_is_help=True,
+    rich_markup_mode="markdown",
 )
+
+
+class Kind(str, Enum):
+    """Which converter handles the input."""
+
+    dialogue = "dialogue"
+    timeseries = "timeseries"
+
+
+def _console() -> Console:
+    return Console(stderr=False, highlight=False)
+
+
+class TsFormat(str, Enum):
+    """How ``--kind timeseries`` writes the series."""
+
+    encoder = "encoder"
+    text = "text"
+
+
+# Options of --kind timeseries, shared by convert and stats (see lfkit.data_tools.timeseries_cli).
+TS_PANEL = "Time series (--kind timeseries)"
+TS_FORMAT_OPT = typer.Option(
+    TsFormat.encoder,
+    "--ts-format",
+    rich_help_panel=TS_PANEL,
+    help="encoder: raw values in a timeseries column and bare <ts><ts/> placeholders, for "
+    "a ChatTS model with the lfkit plugin; text: each series written as compact comma-joined values "
+    "in place of its placeholder and no timeseries column, for a plain LLM with stock LlamaFactory.",
+)
+TS_MAX_LEN_OPT = typer.Option(
+    None,
+    "--max-series-length",
+    min=1,
+    rich_help_panel=TS_PANEL,
+    help="Reject records with a series longer than this. Use the model's ts.max_sequence_length "
+    "(ts.max_length in older configs): ChatTS encoders with position embeddings have none beyond it.",
+)
+TS_CUTOFF_OPT = typer.Option(
+    None,
+    "--cutoff-len",
+    min=1,
+    rich_help_panel=TS_PANEL,
+    help="The recipe's cutoff_len: convert rejects samples whose sequence budget exceeds it "
+    "(reason over_cutoff) instead of letting LlamaFactory cut them; stats counts them.",
+)
+TS_PATCH_OPT = typer.Option(
+    16,
+    "--patch-size",
+    min=1,
+    rich_help_panel=TS_PANEL,
+    help="The model's ts.patch_size (16 in ChatTS-14B): each series takes "
+    "ceil(length / patch_size) positions in place of its 2 placeholder tokens.",
+)
+TS_DECIMALS_OPT = typer.Option(
+    2,
+    "--ts-decimals",
+    min=0,
+    max=12,
+    rich_help_panel=TS_PANEL,
+    help="Decimals of each value in --ts-format text.",
+)
+TS_TEMPLATE_OPT = typer.Option(
+    "qwen",
+    "--template",
+    rich_help_panel=TS_PANEL,
+    help="LlamaFactory template used with --tokenizer to count text tokens exactly.",
+)
+
+
+RESAMPLE_HELP = (
+    "Materialise E independent per-role draws (seed S, S+1, ... S+E-1) one after another as ONE "
+    "training set, to train with num_train_epochs: 1, so each role shows different conversations "
+    "in every virtual epoch (the HF Trainer cannot redraw between epochs). Trade-off: the file is "
+    "~E times larger; LR schedule and save/eval steps span all virtual epochs; roles with <= N "
+    "conversations repeat them each time; the trainer shuffles the whole set, so virtual epochs "
+    "interleave unless the recipe sets disable_shuffling: true. Epoch 0 equals the plain draw; the "
+    "validation split is drawn once and excluded from every epoch."
+)
+
+
+@app.command("convert")
+def convert(
+    inputs: list[Path] = typer.Argument(
+        ...,
+        help="JSONL / JSONL.gz files, or directories of them (one file per character).",
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Dataset directory (gets NAME.jsonl and dataset_info.json)."
+    ),
+    name: str = typer.Option(..., "--name", "-n", help="Dataset name to register in dataset_info.json."),
+    kind: Kind = typer.Option(Kind.dialogue, "--kind", help="Input kind."),
+    role_key: str | None = typer.Option(
+        None, "--role-key", help="Record field holding the role / persona / user id (PIPPA default: bot_id)."
+    ),
+    role_from_filename: bool = typer.Option(
+        False,
+        "--role-from-filename",
+        help="Take each record's role from its file name (one-file-per-character collections). "
+        "Implied for directory inputs when --role-key is not given.",
+    ),
+    max_per_role: int | None = typer.Option(
+        None, "--max-per-role", min=1, help="Keep at most N conversations per role, drawn at random."
+    ),
+    seed: int = typer.Option(
+        0, "--seed", help="Seed of the per-role draws: same inputs + seed = same bytes."
+    ),
+    val_ratio: float = typer.Option(
+        0.0,
+        "--val-ratio",
+        min=0.0,
+        max=0.99,
+        help="Share of the sampled conversations for NAME_val, drawn per role after sampling "
+        "(roles with one conversation stay in training).",
+    ),
+    resample_epochs: int = typer.Option(1, "--resample-epochs", min=1, help=RESAMPLE_HELP),
+    context_only: bool = typer.Option(
+        False,
+        "--context-only",
+        help="One sample per assistant turn: persona/context + the user turn it answers, no earlier turns.",
+    ),
+    mask_history: bool = typer.Option(
+        False,
+        "--mask-history",
+        help="Note in the dataset entry that the recipe should set LlamaFactory's mask_history: true "
+        "(train on the last assistant turn only). It is a recipe key: LlamaFactory does not read it "
+        "from dataset_info.json.",
+    ),
+    strict: bool = typer.Option(
+        False, "--strict", help="Exit non-zero if any record is rejected (showing the first reasons)."
+    ),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        min=1,
+        help="Processes reading large inputs in chunks (default: CPUs up to 8); same output for any value.",
+    ),
+    tokenizer: Path | None = typer.Option(
+        None,
+        "--tokenizer",
+        rich_help_panel=TS_PANEL,
+        help="Local tokenizer directory: exact token counts for --cutoff-len (else a characters / 4 "
+        "estimate).",
+    ),
+    ts_format: TsFormat = TS_FORMAT_OPT,
+    max_series_length: int | None = TS_MAX_LEN_OPT,
+    cutoff_len: int | None = TS_CUTOFF_OPT,
+    patch_size: int = TS_PATCH_OPT,
+    ts_decimals: int = TS_DECIMALS_OPT,
+    template: str = TS_TEMPLATE_OPT,
+) -> None:
+    """Convert JSONL conversations into a LlamaFactory dataset registered in OUT/dataset_info.json.
+
+    Input records (one JSON object per line, layout detected per record):
+    - OpenAI: **messages** [{role, content}], optional **system**
+    - ShareGPT: **conversations** [{from, value}] with human / gpt / system
+    - PIPPA: **bot_id** (role), **bot_description** + **bot_definitions** (persona),
+      **conversation** [{message, is_human}]
+
+    Outputs in OUT:
+    - NAME.jsonl (sharegpt format, role/content tags, system column) and NAME_val.jsonl
+    - NAME.rejects.jsonl: every rejected line with file, line, field and reason
+    - dataset_info.json: NAME (and NAME_val) merged in; other entries are kept
+
+    Train with `dataset: NAME` and `dataset_dir: OUT` in a llamafactory-cli recipe.
+    """
+    if kind is Kind.timeseries:
+        from lfkit.data_tools.jsonl import expand_inputs
+        from lfkit.data_tools.timeseries_cli import TsCliOptions, convert_command
+
+        ts = TsCliOptions(
+            ts_format.value, max_series_length, cutoff_len, patch_size, ts_decimals, tokenizer, template
+        )
+        convert_command(_expand(inputs, expand_inputs), out, name, strict, ts)
+        return
+    from lfkit.data_tools.dialogue_convert import ConvertOptions, convert_dialogue
+    from lfkit.data_tools.dialogue_scan import default_workers
+    from lfkit.data_tools.jsonl import expand_inputs, total_bytes
+    from lfkit.data_tools.progress import byte_progress
+    from lfkit.data_tools.registry import RegistryError
+    from lfkit.data_tools.summary import exit_if_strict
+
+    console = _console()
+    files = _expand(inputs, expand_inputs)
+    if role_key is None and not role_from_filename and any(p.is_dir() for p in inputs):
+        role_from_filename = True
+    opts = ConvertOptions(
+        out_dir=out,
+        name=name,
+        role_key=role_key,
+        role_from_filename=role_from_filename,
+        max_per_role=max_per_role,
+        seed=seed,
+        val_ratio=val_ratio,
+        resample_epochs=resample_epochs,
+        context_only=context_only,
+        mask_history=mask_history,
+        strict=strict,
+        workers=workers or default_workers(),
+    )
+    try:
+        opts.validate()
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+    try:
+        with byte_progress(console, "converting", total_bytes(files)) as advance:
+            result = convert_dialogue(files, opts, on_progress=advance)
+    except (RegistryError, OSError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=1) from None
+    _print_convert_summary(console, result, opts)
+    exit_if_strict(console, strict, result.rejects)
+    if result.counts.converted == 0:
+        console.print("[red]no record was converted; nothing written except the rejects file[/]")
+        raise typer.Exit(code=1)
+
+
+@app.command("stats")
+def stats(
+    inputs: list[Path] = typer.Argument(..., help="JSONL / JSONL.gz files, or directories of them."),
+    kind: Kind = typer.Option(Kind.dialogue, "--kind", help="Input kind."),
+    role_key: str | None = typer.Option(None, "--role-key", help="Record field holding the role id."),
+    role_from_filename: bool = typer.Option(
+        False,
+        "--role-from-filename",
+        help="Role = file name (implied for directory inputs without --role-key).",
+    ),
+    tokenizer: Path | None = typer.Option(
+        None, "--tokenizer", help="Local tokenizer directory: adds token lengths (content only, no template)."
+    ),
+    max_per_role: str = typer.Option(
+        "1,5,10,all", "--max-per-role", help="Comma-separated per-role caps for the planning table."
+    ),
+    batch_size: int = typer.Option(
+        8, "--batch-size", min=1, help="Effective batch: per-device batch x gradient accumulation x devices."
+    ),
+    seconds_per_step: float | None = typer.Option(
+        None,
+        "--seconds-per-step",
+        min=0.0,
+        help="Measured seconds per optimizer step (gives the hours column).",
+    ),
+    epochs: float = typer.Option(1.0, "--epochs", min=0.0, help="num_train_epochs of the planned run."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the per-role draw (as in convert)."),
+    val_ratio: float = typer.Option(0.0, "--val-ratio", min=0.0, max=0.99, help="As in convert."),
+    resample_epochs: int = typer.Option(1, "--resample-epochs", min=1, help="As in convert."),
+    context_only: bool = typer.Option(False, "--context-only", help="Count one sample per assistant turn."),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        min=1,
+        help="Processes reading large inputs (default: CPUs up to 8; 1 with --tokenizer).",
+    ),
+    ts_format: TsFormat = TS_FORMAT_OPT,
+    max_series_length: int | None = TS_MAX_LEN_OPT,
+    cutoff_len: int | None = TS_CUTOFF_OPT,
+    patch_size: int = TS_PATCH_OPT,
+    ts_decimals: int = TS_DECIMALS_OPT,
+    template: str = TS_TEMPLATE_OPT,
+) -> None:
+    """Conversations per role, turns, lengths, and the N per role -> samples -> steps -> hours table.
+
+    The samples column uses the same sampling as **convert** with the same seed:
+    it is exactly what a conversion with those options writes.
+    Rejected records are counted, not written.
+    """
+    if kind is Kind.timeseries:
+        from lfkit.data_tools.jsonl import expand_inputs
+        from lfkit.data_tools.timeseries_cli import TsCliOptions, stats_command
+
+        ts = TsCliOptions(
+            ts_format.value, max_series_length, cutoff_len, patch_size, ts_decimals, tokenizer, template
+        )
+        stats_command(_expand(inputs, expand_inputs), ts)
+        return
+    from lfkit.data_tools.dialogue import RoleSource
+    from lfkit.data_tools.dialogue_scan import default_workers, scan
+    from lfkit.data_tools.dialogue_stats import distribution_rows, parse_caps, steps_rows, steps_table
+    from lfkit.data_tools.jsonl import expand_inputs, total_bytes
+    from lfkit.data_tools.progress import byte_progress
+    from lfkit.data_tools.rejects import RejectTally
+    from lfkit.data_tools.summary import print_summary
+
+    console = _console()
+    files = _expand(inputs, expand_inputs)
+    if role_key is None and not role_from_filename and any(p.is_dir() for p in inputs):
+        role_from_filename = True
+    if role_key and role_from_filename:
+        raise typer.BadParameter("give either --role-key or --role-from-filename, not both")
+    try:
+        caps = parse_caps(max_per_role)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--max-per-role") from None
+    tok = None
+    if tokenizer is not None:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(tokenizer))
+    tally = RejectTally()
+    with (
+        tempfile.TemporaryDirectory(prefix="lfkit-stats-") as work_dir,
+        byte_progress(console, "reading", total_bytes(files)) as advance,
+    ):
+        index, counts = scan(
+            files,
+            RoleSource(role_key, role_from_filename),
+            context_only,
+            tally,
+            work_dir,
+            spool=False,
+            tokenizer=tok,
+            on_progress=advance,
+            workers=workers or default_workers(),
+        )
+    print_summary(console, "Dialogue statistics", counts, tally, distribution_rows(index))
+    if len(index):
+        rows = steps_rows(index, caps, batch_size, seconds_per_step, epochs, seed, val_ratio, resample_epochs)
+        console.print(steps_table(rows, batch_size, epochs))
+
+
+def _expand(inputs: list[Path], expand_inputs) -> list[Path]:
+    try:
+        return expand_inputs(inputs)
+    except (OSError, ValueError) as err:
+        raise typer.BadParameter(str(err), param_hint="INPUTS") from None
+
+
+def _print_convert_summary(console: Console, result, opts) -> None:
+    from lfkit.data_tools.dialogue_stats import distribution_rows
+    from lfkit.data_tools.summary import print_summary
+
+    rows = distribution_rows(result.index)
+    if result.index.role_names == [""]:
+        rows.append(("note", "no --role-key: all conversations count as one role"))
+    if result.index.trimmed_user_turns:
+        rows.append(("trailing user turns trimmed", f"{result.index.trimmed_user_turns:,}"))
+    if result.index.moved_greetings:
+        rows.append(("PIPPA greetings moved into the context", f"{result.index.moved_greetings:,}"))
+    if result.plan is not None:
+        rows.append(("training conversations", f"{len(result.plan.train):,}"))
+        rows.append(("training samples", f"{result.train_samples:,}"))
+        if opts.val_ratio > 0:
+            rows.append(("validation conversations", f"{len(result.plan.val):,}"))
+            rows.append(("validation samples", f"{result.val_samples:,}"))
+    print_summary(console, f"lfkit data convert: {opts.name}", result.counts, result.rejects, rows)
+    if result.published:
+        for dataset, path in result.written.items():
+            console.print(f"dataset [bold]{dataset}[/] -> {path}", soft_wrap=True)
+        console.print(f"registered in {result.dataset_info}", soft_wrap=True)
+        if opts.val_ratio > 0 and result.val_samples == 0:
+            console.print(
+                "[yellow]warning: the validation split is empty (no role has 2+ sampled conversations)[/]"
+            )
+        if opts.resample_epochs > 1:
+            console.print(
+                f"train with num_train_epochs: 1 ({opts.resample_epochs} virtual epochs in the file)"
+            )

@@ -13,15 +13,14 @@ import typer
 
 from lfkit import __version__
 from lfkit.data_tools.cli import app as data_app
-from lfkit.planning.cli import plan_command
-from lfkit.planning.cli import recipe_app
+from lfkit.planning.cli import plan_command, recipe_app
 from lfkit.reporting.cli import app as results_app
 
 app = typer.Typer(
     name="lfkit",
     help="Data tools, recipes, a LlamaFactory plugin and results tooling for Qwen and ChatTS fine-tuning.",
     no_args_is_help=True,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(data_app, name="data")
@@ -38,7 +37,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
 ) -> None:
     """lfkit: convert data, check and plan recipes, train with the plugin, report results."""
 
@@ -51,12 +52,12 @@ def train(
     ctx: typer.Context,
     recipe: Path = typer.Argument(..., exists=True, dir_okay=False, help="A LlamaFactory YAML recipe."),
 ) -> None:
-    """Train a recipe with the lfkit plugin active: the explicit form of [bold]llamafactory-cli train[/].
+    """Train a recipe with the lfkit plugin active: the explicit form of **llamafactory-cli train**.
 
-    After [bold]pip install lfkit[/] plain [bold]llamafactory-cli train RECIPE[/] already loads the
+    After **pip install lfkit** plain **llamafactory-cli train RECIPE** already loads the
     plugin (through the lfkit_plugin.pth hook); this command does the same where that hook
     is not installed (for example a source checkout on PYTHONPATH). Extra KEY=VALUE words
-    override recipe keys, as with llamafactory-cli: [dim]lfkit train r.yaml learning_rate=1e-4[/]
+    override recipe keys, as with llamafactory-cli: `lfkit train r.yaml learning_rate=1e-4`
     """
     from lfkit.plugin.activate import install
 

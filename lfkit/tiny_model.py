@@ -83,5 +83,7 @@ def build_tiny_model(
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config)
     model.save_pretrained(out)
-    (out / "lfkit_tiny_model.json").write_text(json.dumps({"seed": seed, "built_by": "lfkit.tiny_model"}) + "\n")
+    (out / "lfkit_tiny_model.json").write_text(
+        json.dumps({"seed": seed, "built_by": "lfkit.tiny_model"}) + "\n"
+    )
     return out

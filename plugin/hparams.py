@@ -10,7 +10,9 @@ fork, so its users' recipes work unchanged.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
+from types import ModuleType
 
 from llamafactory.hparams.finetuning_args import FinetuningArguments
 
@@ -23,23 +25,34 @@ class LfkitFinetuningArguments(FinetuningArguments):
         default=None,
         metadata={
             "help": (
-                "Learning rate for the time-series encoder's parameters (ChatTS), as their own optimizer "
-                "parameter groups that keep the weight-decay split and follow the scheduler from this base lr. "
-                "Unset = the global learning_rate. Must be > 0."
+                "Learning rate for the time-series encoder's trainable parameters (ChatTS ts_encoder, "
+                "its LoRA adapters or its additional_target copy), as their own optimizer parameter groups "
+                "(timeseries_decay / timeseries_no_decay) that keep the weight-decay split and follow the "
+                "scheduler from this base lr. Unset = the global learning_rate. Must be > 0. The groups "
+                "built are written to lfkit_param_groups.json in output_dir."
             )
         },
     )
     train_timeseries_modules: bool = field(
         default=True,
-        metadata={"help": "Whether the time-series encoder is trained (false freezes it: its weights stay bit-identical)."},
+        metadata={
+            "help": (
+                "Whether the time-series encoder (ChatTS ts_encoder) is trained; false freezes it for full, "
+                "freeze and LoRA tuning (its weights stay bit-identical). With LoRA, true puts LoRA on the "
+                "encoder's linear layers, or trains it fully when additional_target names ts_encoder."
+            )
+        },
     )
     kl_beta: float = field(
         default=0.0,
         metadata={
             "help": (
-                "Weight of the KL(trained || reference) penalty on response tokens added to the sft loss. "
-                "0 = LlamaFactory's plain cross-entropy. 0.05-0.08 light style, 0.1-0.15 balanced, "
-                "0.15-0.2 strong style at some risk to fluency."
+                "Weight of KL(reference || trained) added to the sft cross-entropy, both per response token "
+                "(lfkit.plugin.kl_loss says why this direction). 0 = LlamaFactory's plain cross-entropy. "
+                "Larger keeps the model closer to the reference: more of its fluency kept, less style "
+                "learned. Config guide bands: 0.05-0.08 light, 0.1-0.15 balanced, 0.15-0.2 strong. Logs "
+                "ce_loss and kl_loss (loss = ce_loss + kl_beta * kl_loss). sft only; not with "
+                "use_dft_loss/use_eaft_loss/use_asft_loss."
             )
         },
     )
@@ -47,15 +60,18 @@ class LfkitFinetuningArguments(FinetuningArguments):
         default=None,
         metadata={
             "help": (
-                "Reference model for kl_beta with freeze/full tuning (a path or hub id). Unset = a frozen copy "
-                "of model_name_or_path (one more copy of the weights in memory). With LoRA the reference is "
-                "the same model with adapters disabled and this key is ignored."
+                "Reference model for kl_beta (a path or hub id), loaded frozen: one more copy of the weights "
+                "in memory (2 bytes per parameter in bf16/fp16, per GPU unless ZeRO-3/FSDP shards it). "
+                "Unset: with LoRA the reference is the same model with its adapters disabled (no copy); "
+                "with freeze/full a frozen copy of model_name_or_path is loaded."
             )
         },
     )
     lfkit_run_record: bool = field(
         default=True,
-        metadata={"help": "Write lfkit_run.json (hardware, peak memory, versions, wall time, recipe) at the end."},
+        metadata={
+            "help": "Write lfkit_run.json (hardware, peak memory, versions, wall time, recipe) at the end."
+        },
     )
 
     def __post_init__(self):
@@ -68,3 +84,23 @@ class LfkitFinetuningArguments(FinetuningArguments):
             raise ValueError(f"kl_beta must be >= 0, got {self.kl_beta}.")
         if self.kl_beta > 0 and self.stage != "sft":
             raise ValueError(f"kl_beta applies to stage: sft only, got stage: {self.stage}.")
+
+
+def install_into_parser(parser: ModuleType) -> None:
+    """Make LlamaFactory's parser module build :class:`LfkitFinetuningArguments`.
+
+    The parser stays LlamaFactory's own HfArgumentParser with ``allow_extra_keys=False``,
+    so a misspelt key is still rejected; only the declared lfkit keys become valid.
+    Idempotent: classes already swapped stay swapped.
+    """
+    for name in ("_TRAIN_ARGS", "_INFER_ARGS", "_EVAL_ARGS", "_TRAIN_MCA_ARGS"):
+        classes = getattr(parser, name, None)
+        if classes:
+            swapped = [LfkitFinetuningArguments if c is FinetuningArguments else c for c in classes]
+            setattr(parser, name, swapped)
+
+
+# Importing this module first imports llamafactory.hparams, whose parser the hook patches while
+# this module is still half-initialised; the patch then leaves the swap to this line.
+if "llamafactory.hparams.parser" in sys.modules:
+    install_into_parser(sys.modules["llamafactory.hparams.parser"])

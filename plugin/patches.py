@@ -10,6 +10,7 @@ Everything heavy is imported inside the patch functions, so this table stays che
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from types import ModuleType
 
@@ -17,21 +18,13 @@ _APPLIED_ATTR = "__lfkit_patched__"
 
 
 def _patch_hparams_parser(module: ModuleType) -> None:
-    """Swap LlamaFactory's FinetuningArguments for the subclass that declares lfkit's keys.
+    """Make LlamaFactory's argument parser accept (only) lfkit's declared keys."""
+    hparams = sys.modules.get("lfkit.plugin.hparams")
+    if hparams is not None and not hasattr(hparams, "install_into_parser"):
+        return  # lfkit.plugin.hparams is being imported and installs itself when it is done
+    from lfkit.plugin.hparams import install_into_parser
 
-    The parser stays LlamaFactory's own HfArgumentParser with ``allow_extra_keys=False``,
-    so a misspelt key is still rejected; only the declared lfkit keys become valid.
-    """
-    from lfkit.plugin.hparams import LfkitFinetuningArguments
-
-    for name in ("_TRAIN_ARGS", "_INFER_ARGS", "_EVAL_ARGS", "_TRAIN_MCA_ARGS"):
-        classes = getattr(module, name, None)
-        if classes:
-            setattr(module, name, [_swap(c, LfkitFinetuningArguments) for c in classes])
-
-
-def _swap(cls: type, subclass: type) -> type:
-    return subclass if cls is subclass.__mro__[1] else cls
+    install_into_parser(module)
 
 
 def _patch_sft_workflow(module: ModuleType) -> None:
@@ -41,10 +34,40 @@ def _patch_sft_workflow(module: ModuleType) -> None:
     module.CustomSeq2SeqTrainer = LfkitSeq2SeqTrainer
 
 
+def _patch_sft_model_args(module: ModuleType) -> None:
+    """Let lfkit's trainer see run_sft's ModelArguments, which LlamaFactory does not hand it.
+
+    kl_beta's frozen reference (freeze/full tuning) is loaded from them with LlamaFactory's own
+    ``create_ref_model``; see :func:`lfkit.plugin.kl_loss.remember_model_args`.
+    """
+    from lfkit.plugin.kl_loss import remember_model_args
+
+    module.load_model = remember_model_args(module.load_model)
+
+
+def _patch_log_callback(module: ModuleType) -> None:
+    """Make trainer_log.jsonl carry lfkit's log keys (ce_loss, kl_loss) next to LlamaFactory's."""
+    from lfkit.plugin.trainer_log import LfkitLogCallback
+
+    module.LogCallback = LfkitLogCallback
+
+
+def _timeseries_patches() -> dict[str, list[Callable[[ModuleType], None]]]:
+    from lfkit.plugin.timeseries import PATCHES as TIMESERIES_PATCHES
+
+    return TIMESERIES_PATCHES
+
+
 PATCHES: dict[str, list[Callable[[ModuleType], None]]] = {
     "llamafactory.hparams.parser": [_patch_hparams_parser],
-    "llamafactory.train.sft.workflow": [_patch_sft_workflow],
+    "llamafactory.train.sft.workflow": [_patch_sft_workflow, _patch_sft_model_args],
+    "llamafactory.train.callbacks": [_patch_log_callback],
 }
+
+# The time-series (ChatTS) modality: dataset column, chatts template/plugin, tokenising,
+# collating and encoder training; see lfkit.plugin.timeseries (import-light entry points).
+for _name, _fns in _timeseries_patches().items():
+    PATCHES.setdefault(_name, []).extend(_fns)
 
 
 def apply_patches(fullname: str, module: ModuleType) -> None:

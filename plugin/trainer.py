@@ -13,7 +13,15 @@ from llamafactory.train.sft.trainer import CustomSeq2SeqTrainer
 class LfkitSeq2SeqTrainer(CustomSeq2SeqTrainer):
     """CustomSeq2SeqTrainer with lfkit's run records, encoder lr groups and KL loss."""
 
-    def __init__(self, finetuning_args, processor, model_args=None, gen_kwargs=None, ref_model=None, **kwargs):
+    def __init__(
+        self, finetuning_args, processor, model_args=None, gen_kwargs=None, ref_model=None, **kwargs
+    ):
+        kl_beta = getattr(finetuning_args, "kl_beta", 0.0)
+        if kl_beta > 0:  # its reference goes through the parent's ref_model preparation (DeepSpeed, FSDP)
+            from lfkit.plugin.kl_loss import check_kl_args, load_reference_model
+
+            check_kl_args(finetuning_args)
+            ref_model = load_reference_model(finetuning_args, model_args)
         super().__init__(
             finetuning_args=finetuning_args,
             processor=processor,
@@ -22,3 +30,38 @@ class LfkitSeq2SeqTrainer(CustomSeq2SeqTrainer):
             ref_model=ref_model,
             **kwargs,
         )
+        if getattr(finetuning_args, "lfkit_run_record", False):
+            from lfkit.plugin.run_record import RunRecordCallback
+
+            self.add_callback(RunRecordCallback(finetuning_args))
+        self.kl_regulariser = None
+        if kl_beta > 0:
+            from lfkit.plugin.kl_loss import KLRegulariser
+
+            self.kl_regulariser = KLRegulariser(self, kl_beta)
+
+    def create_optimizer(self):
+        """The parent's optimizer plus timeseries_sft_lr groups; writes lfkit_param_groups.json."""
+        from lfkit.plugin.optim import apply_timeseries_lr, decay_ids, write_param_groups
+
+        fresh = self.optimizer is None
+        optimizer = super().create_optimizer()
+        if fresh and optimizer is not None:
+            decay = decay_ids(self.model, self.get_decay_parameter_names(self.model))
+            apply_timeseries_lr(optimizer, self.model, self.finetuning_args, decay)
+            if self.is_world_process_zero():
+                lr = self.args.learning_rate
+                write_param_groups(self.args.output_dir, optimizer, self.finetuning_args, lr, decay)
+        return optimizer
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        """The parent's loss; with kl_beta > 0 in training, plus kl_beta * KL to the reference model."""
+        if self.kl_regulariser is None or not model.training:
+            return super().compute_loss(model, inputs, *args, **kwargs)
+        return self.kl_regulariser.compute_loss(model, inputs, super().compute_loss, *args, **kwargs)
+
+    def log(self, logs, *args, **kwargs):
+        """The parent's log; with kl_beta > 0, training lines also carry ce_loss and kl_loss."""
+        if self.kl_regulariser is not None and "loss" in logs:
+            logs.update(self.kl_regulariser.window_logs())
+        super().log(logs, *args, **kwargs)

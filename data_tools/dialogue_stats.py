@@ -1,0 +1,125 @@
+"""Dialogue statistics and the "N per role -> samples -> steps -> hours" planning table.
+
+Users size role-play fine-tunes by hand: how many conversations each role has, how long they
+are, and how many optimizer steps (and hours) a given per-role cap produces. These tables are
+computed from the same :class:`~lfkit.data_tools.dialogue_scan.ConversationIndex` the converter
+builds, and the samples column uses the converter's own sampling plan
+(:func:`~lfkit.data_tools.sampling.plan_sampling`) with the given seed, so the numbers are
+exactly what ``lfkit data convert`` with the same options would write.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from lfkit.data_tools.dialogue_scan import ConversationIndex
+from lfkit.data_tools.sampling import group_by_role, plan_sampling
+from rich.table import Table
+
+
+def describe(values: Sequence[int]) -> tuple[int, float, int]:
+    """(min, median, max) of a non-empty sequence.
+
+    numpy works on the arrays' buffers, so millions of values never become Python ints.
+    """
+    import numpy as np
+
+    data = np.frombuffer(values, dtype=values.typecode) if isinstance(values, array) else np.asarray(values)
+    return int(data.min()), float(np.median(data)), int(data.max())
+
+
+def parse_caps(text: str) -> list[int | None]:
+    """``"1,5,10,all"`` -> ``[1, 5, 10, None]`` (None = no per-role cap)."""
+    caps: list[int | None] = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        if not part:
+            continue
+        if part in ("all", "none", "0"):
+            caps.append(None)
+            continue
+        if not part.isdigit():
+            raise ValueError(f"per-role cap {part!r} is not a positive integer or 'all'")
+        caps.append(int(part))
+    if not caps:
+        raise ValueError("no per-role caps given")
+    return caps
+
+
+def distribution_rows(index: ConversationIndex) -> list[tuple[str, str]]:
+    """(label, "min / median / max") rows: conversations per role, turns, chars, tokens."""
+    if not len(index):
+        return []
+    rows = [("roles", f"{len(index.role_names):,}")]
+    series = [
+        ("conversations per role", index.per_role_counts()),
+        ("turns per conversation", index.turns),
+        ("characters per conversation", index.chars),
+    ]
+    if index.tokens is not None:
+        series.append(("tokens per conversation (no template)", index.tokens))
+    for label, values in series:
+        lo, mid, hi = describe(values)
+        rows.append((f"{label} (min / median / max)", f"{lo:,} / {mid:,.1f} / {hi:,}"))
+    return rows
+
+
+@dataclass
+class StepsRow:
+    """One line of the planning table."""
+
+    cap: int | None
+    conversations: int
+    samples: int
+    steps: int
+    hours: float | None
+
+
+def steps_rows(
+    index: ConversationIndex,
+    caps: Sequence[int | None],
+    batch_size: int,
+    seconds_per_step: float | None,
+    epochs: float = 1.0,
+    seed: int = 0,
+    val_ratio: float = 0.0,
+    resample_epochs: int = 1,
+) -> list[StepsRow]:
+    """Training samples, optimizer steps and hours for each per-role cap.
+
+    ``batch_size`` is the effective batch (per-device x accumulation x devices); steps are
+    ``ceil(samples / batch_size)`` per epoch, times ``epochs``, as the Trainer counts them.
+    """
+    if batch_size < 1:
+        raise ValueError("--batch-size must be at least 1")
+    groups = group_by_role(index.role_ids, len(index.role_names))
+    rows = []
+    for cap in caps:
+        plan = plan_sampling(groups, index.role_names, cap, seed, val_ratio, resample_epochs)
+        train = plan.train
+        samples = sum(index.samples[i] for i in train)
+        steps = math.ceil(math.ceil(samples / batch_size) * epochs)
+        hours = steps * seconds_per_step / 3600 if seconds_per_step is not None else None
+        rows.append(StepsRow(cap, len(train), samples, steps, hours))
+    return rows
+
+
+def steps_table(rows: Sequence[StepsRow], batch_size: int, epochs: float) -> Table:
+    """The rich "N per role -> conversations -> samples -> steps -> hours" table."""
+    title = f"Training size (effective batch {batch_size}, {epochs:g} epoch(s))"
+    table = Table(title=title, title_justify="left")
+    for name in ("N per role", "conversations", "samples", "steps", "hours"):
+        table.add_column(name, justify="right")
+    for row in rows:
+        hours = f"{row.hours:,.2f}" if row.hours is not None else "- (give --seconds-per-step)"
+        table.add_row(
+            "all" if row.cap is None else str(row.cap),
+            f"{row.conversations:,}",
+            f"{row.samples:,}",
+            f"{row.steps:,}",
+            hours,
+        )
+    return table

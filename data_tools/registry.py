@@ -1,0 +1,58 @@
+"""Registering datasets in ``dataset_info.json`` without clobbering anyone else's entries.
+
+LlamaFactory finds a dataset by name in ``<dataset_dir>/dataset_info.json``. Users keep many
+datasets in one directory, so a conversion merges its entries into the existing file: only the
+names it writes are replaced, every other entry is kept as it was, and the file is rewritten
+atomically. A file that is not valid JSON (or not a JSON object) is an error that names the
+file and position rather than something to overwrite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from lfkit.data_tools.atomic import atomic_write
+
+DATASET_INFO = "dataset_info.json"
+
+
+class RegistryError(ValueError):
+    """``dataset_info.json`` exists but cannot be merged into (invalid JSON, not an object)."""
+
+
+def read_dataset_info(dataset_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The entries of ``dataset_dir/dataset_info.json`` ({} when the file does not exist)."""
+    path = Path(dataset_dir) / DATASET_INFO
+    if not path.exists():
+        return {}
+    text = path.read_text(encoding="utf-8")
+    if not text.strip():
+        return {}
+    try:
+        info = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise RegistryError(
+            f"{path}:{err.lineno}:{err.colno}: not valid JSON ({err.msg}); fix or move it, "
+            "lfkit will not overwrite it"
+        ) from None
+    if not isinstance(info, dict):
+        raise RegistryError(f"{path}: expected a JSON object mapping dataset names to entries")
+    return info
+
+
+def register_datasets(dataset_dir: str | os.PathLike[str], entries: dict[str, dict[str, Any]]) -> Path:
+    """Merge ``entries`` (name -> LlamaFactory dataset entry) into ``dataset_info.json``.
+
+    Replaces only the given names, keeps every other entry and their order, writes atomically,
+    and returns the file's path. Raises :class:`RegistryError` if the existing file is broken.
+    """
+    info = read_dataset_info(dataset_dir)
+    info.update(entries)
+    path = Path(dataset_dir) / DATASET_INFO
+    with atomic_write(path, "w") as fh:
+        json.dump(info, fh, indent=2, ensure_ascii=False)
+        fh.write("\n")
+    return path

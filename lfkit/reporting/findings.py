@@ -1,0 +1,159 @@
+"""Key findings computed from the runs table: speed ratios and which method converged best.
+
+Every finding is a comparison between rows of the table, worded with the numbers it was
+computed from. Where no comparison applies (one run, one hardware, ...) the finding says
+so instead of being left out, so the reader knows it was looked for.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from lfkit.reporting.facts import RunFacts, short_model_name
+from lfkit.reporting.trends import Verdict
+
+
+def _speed(f: RunFacts) -> float | None:
+    value = f.samples_per_second.value
+    return float(value) if value is not None else None
+
+
+def busy_caution(a: RunFacts, b: RunFacts) -> str:
+    """A warning when either run's machine was oversubscribed at train end (load above its cores).
+
+    The lfkit run record stores the 1-minute load average and core count; on a shared
+    machine other processes take CPU time from the run, so its speed says little.
+    """
+    loads = []
+    for f in (a, b):
+        record = f.run.record or {}
+        load, cores = record.get("load_average_1m_at_end"), record.get("cpu_count")
+        if isinstance(load, (int, float)) and isinstance(cores, int) and cores > 0:
+            loads.append((f.run.label, load, cores))
+    if not any(load > cores for _, load, cores in loads):
+        return ""
+    detail = ", ".join(f"{label} {load:g} on {cores} cores" for label, load, cores in loads)
+    return f" Caution: the machine was busy (1-minute load average at train end: {detail}); unfair timing."
+
+
+def hardware_ratios(rows: list[RunFacts]) -> list[str]:
+    """Same model, method and quantization on different hardware: samples/s of each vs the slowest."""
+    groups: dict[tuple, list[RunFacts]] = defaultdict(list)
+    for f in rows:
+        if f.model.known and f.hardware.known and _speed(f):
+            groups[(f.model.value, f.method.value, f.quantization.value)].append(f)
+    out = []
+    for (model, method, quant), members in groups.items():
+        if len({m.hardware.value for m in members}) < 2:
+            continue
+        members = sorted(members, key=_speed)
+        base = members[0]
+        for other in members[1:]:
+            if other.hardware.value == base.hardware.value:
+                continue
+            out.append(
+                f"{short_model_name(str(model))} ({method}, quantization {quant}): {other.hardware.value} "
+                f"trains at {_speed(other):.3g} samples/s vs {_speed(base):.3g} on {base.hardware.value}, "
+                f"**{_speed(other) / _speed(base):.2f}x** ({other.run.label} vs {base.run.label})."
+                + busy_caution(other, base)
+            )
+    return out
+
+
+def model_size_ratios(rows: list[RunFacts]) -> list[str]:
+    """Different models with the same method on the same hardware: samples/s relative to the fastest."""
+    groups: dict[tuple, list[RunFacts]] = defaultdict(list)
+    for f in rows:
+        if f.model.known and f.hardware.known and _speed(f):
+            groups[(f.hardware.value, f.method.value)].append(f)
+    out = []
+    for (hardware, method), members in groups.items():
+        if len({m.model.value for m in members}) < 2:
+            continue
+        members = sorted(members, key=_speed, reverse=True)
+        fastest = members[0]
+        for other in members[1:]:
+            if other.model.value == fastest.model.value:
+                continue
+            ratio = _speed(fastest) / _speed(other)
+            out.append(
+                f"On {hardware} ({method}): {_model_with_size(other)} trains at {_speed(other):.3g} "
+                f"samples/s, {_model_with_size(fastest)} at {_speed(fastest):.3g}: the first is "
+                f"**{ratio:.2f}x slower** ({other.run.label} vs {fastest.run.label})."
+                + busy_caution(other, fastest)
+            )
+    return out
+
+
+def _model_with_size(f: RunFacts) -> str:
+    name = short_model_name(str(f.model.value))
+    params = f.parameters.value
+    return f"{name} ({human_count(params)} parameters)" if isinstance(params, (int, float)) else name
+
+
+def human_count(n: float) -> str:
+    """1234 -> "1.23K", 7e9 -> "7B": parameter counts at a glance."""
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{suffix}"
+    return f"{n:g}"
+
+
+def best_method(rows: list[RunFacts]) -> list[str]:
+    """For each model trained with two or more methods: which reached the lowest final loss.
+
+    Final eval loss decides when every compared run has one (it measures generalisation);
+    otherwise the final training loss does, and the finding says which was used.
+    """
+    groups: dict[str, list[RunFacts]] = defaultdict(list)
+    for f in rows:
+        if f.model.known and f.method.known and f.final_loss.known:
+            groups[f.model.value].append(f)
+    out = []
+    for model, members in groups.items():
+        if len({m.method.value for m in members}) < 2:
+            continue
+        use_eval = all(m.final_eval_loss.known for m in members)
+        key = "final_eval_loss" if use_eval else "final_loss"
+        ranked = sorted(members, key=lambda m: getattr(m, key).value)
+        listing = ", ".join(f"{m.method.value} {getattr(m, key).value:.4f} ({m.run.label})" for m in ranked)
+        by = "final eval loss" if use_eval else "final training loss (not every run evaluated)"
+        out.append(
+            f"{short_model_name(str(model))}: **{ranked[0].method.value}** converged best by {by}: {listing}."
+        )
+    return out
+
+
+def trend_summary(rows: list[RunFacts], verdicts: dict[str, Verdict]) -> list[str]:
+    """Which runs would profit from more steps and which started to overfit."""
+    by: dict[str, list[str]] = defaultdict(list)
+    for f in rows:
+        v = verdicts.get(f.run.label)
+        if v is not None:
+            by[v.verdict].append(f.run.label)
+    out = []
+    if by.get("still decreasing"):
+        out.append(
+            f"Loss still decreasing at the end (more steps may help): {', '.join(by['still decreasing'])}."
+        )
+    if by.get("eval loss rising"):
+        runs = ", ".join(by["eval loss rising"])
+        out.append(f"Eval loss rising (overfitting; prefer an earlier checkpoint): {runs}.")
+    return out
+
+
+def key_findings(rows: list[RunFacts], verdicts: dict[str, Verdict]) -> list[str]:
+    """All findings, with a line for each comparison that had nothing to compare."""
+    out = []
+    hw = hardware_ratios(rows)
+    out += hw or [
+        "Hardware speed ratio: no model was trained with the same method on two different hardware setups."
+    ]
+    sizes = model_size_ratios(rows)
+    out += sizes or [
+        "Model-size speed ratio: no two different models were trained with one method on one hardware."
+    ]
+    best = best_method(rows)
+    out += best or ["Best method: no model was trained with two different methods."]
+    out += trend_summary(rows, verdicts)
+    return out

@@ -1,0 +1,77 @@
+"""Processor of lfkit's tiny ChatTS-compatible model (remote code, loaded with trust_remote_code).
+
+Honours ChatTS's processor contract: ``__call__(text, timeseries, tokenize=...)`` replaces each
+``<ts><ts/>`` with ``[Value Offset: o|Value Scaling: s]<ts><ts/>`` for the next series,
+refuses a placeholder/series count mismatch, and ``encode_timeseries`` returns the padded
+``[series, 2*max_len, 1]`` value+mask tensor. Written by lfkit; self-contained on purpose.
+"""
+
+import numpy as np
+import torch
+from transformers.feature_extraction_utils import BatchFeature
+from transformers.processing_utils import ProcessorMixin
+
+PLACEHOLDER = "<ts><ts/>"
+
+
+def sp_encoding(timeseries):
+    """Shift by the mean, scale to |x| < 3 when needed; returns (value+mask column, prompt)."""
+    x = np.asarray(timeseries, dtype=np.float64)
+    mean = float(np.mean(x))
+    scaled = x - mean
+    scale = 1.0
+    if np.any(np.abs(scaled) >= 3.0):
+        scale = float(np.max(np.abs(scaled)) / 3.0)
+        scaled = scaled / scale
+    prompt = f"[Value Offset: {-mean:.4f}|Value Scaling: {scale:.4f}]{PLACEHOLDER}"
+    column = np.stack([scaled, np.ones_like(scaled)], axis=-1).reshape(-1, 1)
+    return column, prompt
+
+
+class Qwen2TSProcessor(ProcessorMixin):
+    attributes = ["tokenizer"]
+    tokenizer_class = "AutoTokenizer"
+
+    def __init__(self, tokenizer=None, patch_size=4, **kwargs):
+        self.patch_size = patch_size
+        super().__init__(tokenizer=tokenizer)
+
+    def __call__(self, text, timeseries=None, padding=False, padding_side="left", tokenize=True, **kwargs):
+        texts = [text] if isinstance(text, str) else list(text)
+        series = list(timeseries or [])
+        placeholders = sum(t.count(PLACEHOLDER) for t in texts)
+        if placeholders != len(series):
+            raise ValueError(
+                f"Mismatch between {PLACEHOLDER} placeholders ({placeholders}) "
+                f"and time series ({len(series)})."
+            )
+        out_texts, k = [], 0
+        for t in texts:
+            pieces = t.split(PLACEHOLDER)
+            rebuilt = pieces[0]
+            for piece in pieces[1:]:
+                rebuilt += sp_encoding(series[k])[1] + piece
+                k += 1
+            out_texts.append(rebuilt)
+        if tokenize:
+            outputs = dict(self.tokenizer(out_texts, padding=padding, padding_side=padding_side, **kwargs))
+        else:
+            outputs = {"text": out_texts}
+        if series:
+            outputs["timeseries"] = self.encode_timeseries(series)
+        return BatchFeature(data=outputs)
+
+    def encode_timeseries(self, timeseries=None):
+        series = list(timeseries or [])
+        if not series:
+            return None
+        columns = [sp_encoding(s)[0] for s in series]
+        max_len = max(c.shape[0] for c in columns)
+        padded = np.zeros((len(columns), max_len, 1), dtype=np.float32)
+        for i, c in enumerate(columns):
+            padded[i, : c.shape[0]] = c
+        return torch.from_numpy(padded)
+
+    @property
+    def model_input_names(self):
+        return list(dict.fromkeys(list(self.tokenizer.model_input_names) + ["timeseries"]))

@@ -1,0 +1,236 @@
+"""``lfkit_run.json``: what LlamaFactory does not record about a run, written at train end.
+
+LlamaFactory's output directory says nothing about the machine: not the GPU, not how
+much memory the run needed, not the library versions nor the recipe file. The results
+report (:mod:`lfkit.reporting`) needs exactly these for its hardware and memory columns,
+so :class:`RunRecordCallback` writes them into ``output_dir`` when training ends.
+
+Peak memory is per device: in a multi-GPU run each rank only sees its own device, so
+every rank reports its peaks and the main process gathers them (``on_train_end`` runs on
+every rank, which the collective needs). On CPU the process's peak resident set size is
+recorded instead, labelled as such.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from lfkit.reporting.runs import RUN_RECORD_FILE
+
+RECORD_VERSION = 1
+"""Bumped when a field changes meaning; readers check it."""
+
+VERSIONED_PACKAGES = (
+    "lfkit",
+    "llamafactory",
+    "transformers",
+    "torch",
+    "peft",
+    "trl",
+    "deepspeed",
+    "accelerate",
+)
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages a run depends on (``None``: not installed)."""
+    versions = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def recipe_from_argv(argv: list[str]) -> dict[str, Any]:
+    """The YAML recipe path and the ``key=value`` overrides LlamaFactory was started with.
+
+    ``llamafactory-cli train r.yaml k=v`` reaches the training process as ``[..., r.yaml, k=v]``
+    (LlamaFactory's parser reads a first argument ending in .yaml/.yml the same way).
+    """
+    for index, arg in enumerate(argv[1:], start=1):
+        if arg.endswith((".yaml", ".yml")):
+            overrides = [a for a in argv[index + 1 :] if "=" in a]
+            return {"path": str(Path(arg).resolve()), "overrides": overrides}
+    return {"path": None, "overrides": []}
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process (``ru_maxrss`` is KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss if sys.platform == "darwin" else rss * 1024
+
+
+def _local_device_stats() -> dict[str, Any]:
+    """This rank's accelerator and its peak memory (CUDA), or the process's peak RSS (CPU)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        index = torch.cuda.current_device()
+        return {
+            "device": f"cuda:{index}",
+            "name": torch.cuda.get_device_name(index),
+            "peak_allocated_bytes": int(torch.cuda.max_memory_allocated(index)),
+            "peak_reserved_bytes": int(torch.cuda.max_memory_reserved(index)),
+            "peak_rss_bytes": peak_rss_bytes(),
+        }
+    return {"device": "cpu", "name": cpu_name(), "peak_rss_bytes": peak_rss_bytes()}
+
+
+def cpu_name() -> str:
+    """The CPU model and logical core count, e.g. "cpu: AMD EPYC 7B13 (2 logical cores)"."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    model = model or platform.processor() or platform.machine() or "unknown"
+    return f"cpu: {model} ({os.cpu_count()} logical cores)"
+
+
+def _gather(local: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every rank's stats on every rank (a no-op list of one without torch.distributed)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, local)
+        return gathered
+    return [local]
+
+
+def quantization_of(model: Any) -> str:
+    """A short description of how the trained model's base weights are quantized ("none" if not)."""
+    config = getattr(model, "config", None)
+    quant = getattr(config, "quantization_config", None)
+    if quant is None:
+        return "none"
+    q = quant.to_dict() if hasattr(quant, "to_dict") else dict(quant)
+    method = q.get("quant_method", "unknown")
+    method = str(getattr(method, "value", method)).lower()  # an enum in transformers' configs
+    if q.get("load_in_4bit"):
+        return f"{method} 4-bit {q.get('bnb_4bit_quant_type', '')}".strip()
+    if q.get("load_in_8bit"):
+        return f"{method} 8-bit"
+    bits = q.get("bits")
+    return f"{method} {bits}-bit" if bits else method
+
+
+def count_parameters(model: Any) -> tuple[int | None, int | None]:
+    """Total and trainable parameter counts as loaded (quantized weights count as stored)."""
+    if model is None or not hasattr(model, "parameters"):
+        return None, None
+    total = trainable = 0
+    for p in model.parameters():
+        n = p.ds_numel if hasattr(p, "ds_numel") else p.numel()  # DeepSpeed ZeRO-3 partitions params
+        total += n
+        trainable += n if p.requires_grad else 0
+    return total, trainable
+
+
+def hardware_summary(devices: list[dict[str, Any]]) -> str:
+    """The CPU (see :func:`cpu_name`), or the GPU models and their count ("2x NVIDIA H100 80GB HBM3")."""
+    names = [d.get("name", "?") for d in devices]
+    if all(d.get("device") == "cpu" for d in devices):
+        return names[0] if len(names) == 1 else f"{names[0]}, {len(names)} processes"
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    return " + ".join(f"{n}x {name}" for name, n in counts.items())
+
+
+class RunRecordCallback(TrainerCallback):
+    """Writes ``lfkit_run.json`` into ``output_dir`` at the end of training (main process only)."""
+
+    def __init__(self, finetuning_args: Any) -> None:
+        self.stage = getattr(finetuning_args, "stage", None)
+        self.finetuning_type = getattr(finetuning_args, "finetuning_type", None)
+        self.kl_beta = getattr(finetuning_args, "kl_beta", None)
+        self._started: float | None = None
+        self._started_at: str | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._started = time.monotonic()
+        self._started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        ended = time.monotonic()
+        devices = _gather(_local_device_stats())  # collective: every rank takes part
+        if not state.is_world_process_zero:
+            return
+        record = self.build(args, state, model, devices, ended)
+        write_record(Path(args.output_dir), record)
+
+    def build(self, args, state, model, devices: list[dict[str, Any]], ended: float) -> dict[str, Any]:
+        """The record's content (see the module docstring for why each field is there)."""
+        import torch
+
+        on_gpu = any(d["device"] != "cpu" for d in devices)
+        total, trainable = count_parameters(model)
+        memory: dict[str, Any] = {"kind": "cuda" if on_gpu else "cpu_rss"}
+        if on_gpu:
+            memory["per_device"] = [
+                {k: d[k] for k in ("device", "name", "peak_allocated_bytes", "peak_reserved_bytes")}
+                | {"rank": r}
+                for r, d in enumerate(devices)
+            ]
+        memory["peak_rss_bytes"] = max(d["peak_rss_bytes"] for d in devices)
+        return {
+            "lfkit_run_record": RECORD_VERSION,
+            "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "train_started_at": self._started_at,
+            "train_wall_seconds": round(ended - self._started, 3) if self._started is not None else None,
+            "hardware": {
+                "accelerator": "cuda" if on_gpu else "cpu",
+                "gpu_count": torch.cuda.device_count() if on_gpu else 0,
+                "devices": [
+                    {"rank": r, "device": d["device"], "name": d["name"]} for r, d in enumerate(devices)
+                ],
+                "summary": hardware_summary(devices),
+            },
+            "world_size": args.world_size,
+            # Timings on a shared machine mean little without knowing how busy it was.
+            "load_average_1m_at_end": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+            "cpu_count": os.cpu_count(),
+            "memory": memory,
+            "versions": package_versions(),
+            "recipe": recipe_from_argv(sys.argv),
+            "model": {
+                "name_or_path": getattr(model, "name_or_path", None)
+                or getattr(getattr(model, "config", None), "_name_or_path", None),
+                "parameters_total": total,
+                "parameters_trainable": trainable,
+            },
+            "stage": self.stage,
+            "finetuning_type": self.finetuning_type,
+            "quantization": quantization_of(model),
+            "kl_beta": self.kl_beta,
+            "global_step": state.global_step,
+            "epoch": state.epoch,
+        }
+
+
+def write_record(output_dir: Path, record: dict[str, Any]) -> Path:
+    """Write the record atomically (temp file + rename) and return its path."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / RUN_RECORD_FILE
+    tmp = output_dir / f".{RUN_RECORD_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,151 @@
+"""Outputs are registered without clobbering others and replaced atomically, or not at all."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from dialogue_helpers import chat, read_jsonl, run_cli, uneven_corpus, write_jsonl
+from lfkit.data_tools import dialogue, dialogue_convert
+from lfkit.data_tools.atomic import atomic_write
+from lfkit.data_tools.dialogue_convert import ConvertOptions, convert_dialogue
+from lfkit.data_tools.registry import RegistryError, read_dataset_info, register_datasets
+
+COUNTS = {"ann": 6, "bob": 4, "cy": 1}
+
+
+def snapshot(directory) -> dict[str, bytes]:
+    """Every file in the directory (hidden temporaries included) with its bytes."""
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def test_merges_into_existing_dataset_info_without_clobbering(tmp_path):
+    out = tmp_path / "data"
+    out.mkdir()
+    existing = {
+        "alpaca_en": {"file_name": "alpaca.json"},
+        "rp": {"file_name": "old.jsonl"},
+        "other_val": {"file_name": "x.jsonl", "formatting": "sharegpt"},
+    }
+    (out / "dataset_info.json").write_text(json.dumps(existing))
+    src = uneven_corpus(tmp_path / "in.jsonl", COUNTS)
+    result = run_cli(
+        "convert", src, "--out", out, "--name", "rp", "--role-key", "user_id", "--val-ratio", "0.3"
+    )
+    assert result.exit_code == 0, result.output
+    info = json.loads((out / "dataset_info.json").read_text())
+    assert list(info) == ["alpaca_en", "rp", "other_val", "rp_val"]  # order kept, new names appended
+    assert info["alpaca_en"] == existing["alpaca_en"] and info["other_val"] == existing["other_val"]
+    assert info["rp"]["file_name"] == "rp.jsonl" and info["rp_val"]["file_name"] == "rp_val.jsonl"
+    assert info["rp"]["formatting"] == "sharegpt"
+    assert info["rp"]["tags"]["user_tag"] == "user"
+
+
+def test_broken_dataset_info_is_an_error_and_nothing_is_written(tmp_path):
+    out = tmp_path / "data"
+    out.mkdir()
+    (out / "dataset_info.json").write_text('{"a": {"file_name": "a.json"},\n  oops}')
+    src = uneven_corpus(tmp_path / "in.jsonl", COUNTS)
+    before = snapshot(out)
+    result = run_cli("convert", src, "--out", out, "--name", "rp", "--role-key", "user_id")
+    assert result.exit_code == 1
+    assert "dataset_info.json:2:3: not valid JSON" in result.output
+    assert snapshot(out) == before
+    (out / "dataset_info.json").write_text("[1, 2]")
+    with pytest.raises(RegistryError, match="expected a JSON object"):
+        read_dataset_info(out)
+
+
+def test_register_datasets_replaces_only_given_names(tmp_path):
+    register_datasets(tmp_path, {"a": {"file_name": "a1"}, "b": {"file_name": "b1"}})
+    register_datasets(tmp_path, {"b": {"file_name": "b2"}, "c": {"file_name": "c1"}})
+    assert read_dataset_info(tmp_path) == {
+        "a": {"file_name": "a1"}, "b": {"file_name": "b2"}, "c": {"file_name": "c1"},
+    }  # fmt: skip
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
+    target = tmp_path / "f.txt"
+    target.write_text("old")
+    os.chmod(target, 0o640)
+    with pytest.raises(RuntimeError), atomic_write(target, "w") as fh:
+        fh.write("half of the new cont")
+        raise RuntimeError("disk on fire")
+    assert target.read_text() == "old"
+    assert os.listdir(tmp_path) == ["f.txt"]  # the temporary file is gone
+    with atomic_write(target, "w") as fh:
+        fh.write("new")
+    assert target.read_text() == "new"
+    assert target.stat().st_mode & 0o777 == 0o640  # the replaced file's mode is kept
+
+
+def first_good_run(tmp_path):
+    src = uneven_corpus(tmp_path / "in.jsonl", COUNTS)
+    write_jsonl(tmp_path / "bad.jsonl", [b"{nope"])
+    opts = ConvertOptions(out_dir=tmp_path / "out", name="rp", role_key="user_id", val_ratio=0.3, seed=1)
+    convert_dialogue([src, tmp_path / "bad.jsonl"], opts)
+    return src, opts, snapshot(opts.out_dir)
+
+
+def test_failure_while_writing_the_dataset_leaves_previous_outputs_intact(tmp_path, monkeypatch):
+    src, opts, before = first_good_run(tmp_path)
+    assert set(before) == {"dataset_info.json", "rp.jsonl", "rp_val.jsonl", "rp.rejects.jsonl"}
+    real_copy = dialogue_convert._copy_ranges
+    calls = []
+
+    def copy_then_fail(spools, index, picks, out):
+        calls.append(len(picks))
+        if len(calls) == 2:  # the training file is fully written, the validation file half
+            out.write(b'{"messages": [')
+            raise OSError("No space left on device")
+        return real_copy(spools, index, picks, out)
+
+    monkeypatch.setattr(dialogue_convert, "_copy_ranges", copy_then_fail)
+    opts.seed = 2  # a different draw, so a partial replacement would show
+    with pytest.raises(OSError, match="No space left"):
+        convert_dialogue([src], opts)
+    assert len(calls) == 2
+    assert snapshot(opts.out_dir) == before  # same files, same bytes, no temporaries left
+
+
+def test_failure_while_reading_leaves_previous_outputs_intact(tmp_path, monkeypatch):
+    src, opts, before = first_good_run(tmp_path)
+    real = dialogue.render_samples
+    seen = []
+
+    def render_then_fail(conv, context_only):
+        seen.append(conv.role)
+        if len(seen) == 5:
+            raise KeyboardInterrupt  # an interrupted run
+        return real(conv, context_only)
+
+    monkeypatch.setattr("lfkit.data_tools.dialogue_scan.render_samples", render_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        convert_dialogue([src], opts)
+    assert snapshot(opts.out_dir) == before
+
+
+def test_cli_reports_the_accounting_and_where_outputs_went(tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", [chat("a"), b"[]", chat("b")])
+    out = tmp_path / "out"
+    result = run_cli("convert", src, "--out", out, "--name", "rp", "--role-key", "user_id")
+    assert result.exit_code == 0, result.output
+    assert "converted 2 + rejected 1 = read 3" in result.output
+    assert f"registered in {out / 'dataset_info.json'}" in result.output
+    assert "not_an_object" in result.output
+    assert len(read_jsonl(out / "rp.jsonl")) == 2
+
+
+def test_all_rejected_exits_non_zero_and_writes_only_rejects(tmp_path):
+    src = write_jsonl(tmp_path / "in.jsonl", [b"{", b"[]"])
+    out = tmp_path / "out"
+    result = run_cli("convert", src, "--out", out, "--name", "rp")
+    assert result.exit_code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["rp.rejects.jsonl"]
+
+
+def test_missing_input_is_a_usage_error(tmp_path):
+    result = run_cli("convert", tmp_path / "nope.jsonl", "--out", tmp_path / "o", "--name", "rp")
+    assert result.exit_code == 2
+    assert "nope.jsonl" in result.output

@@ -1,0 +1,116 @@
+"""Encoder parameter groups on a real torch optimizer and transformers scheduler."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from lfkit.plugin.optim import (
+    PARAM_GROUPS_FILE,
+    apply_timeseries_lr,
+    decay_ids,
+    describe_groups,
+    write_param_groups,
+)
+from torch import nn
+from transformers import get_scheduler
+
+
+class Args:
+    def __init__(self, timeseries_sft_lr=None, use_badam=False):
+        self.timeseries_sft_lr = timeseries_sft_lr
+        self.use_badam = use_badam
+        self.train_timeseries_modules = True
+
+
+class Toy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+        self.ts_encoder = nn.Sequential(nn.Linear(2, 4), nn.GELU(), nn.Linear(4, 4))
+
+
+def build(model, wd=0.1, lr=1e-3):
+    """The two groups transformers' Trainer builds: weights decayed, biases not."""
+    decay = [p for n, p in model.named_parameters() if n.endswith("weight")]
+    no_decay = [p for n, p in model.named_parameters() if n.endswith("bias")]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
+    )
+    names = [n for n, _ in model.named_parameters() if n.endswith("weight")]
+    return optimizer, decay_ids(model, names)
+
+
+def test_encoder_groups_keep_the_decay_split_and_follow_the_scheduler_from_their_own_lr():
+    model = Toy()
+    optimizer, decay = build(model)
+    moved = apply_timeseries_lr(optimizer, model, Args(timeseries_sft_lr=5e-3), decay)
+    assert moved == 4
+    rows = {r["group"]: r for r in describe_groups(optimizer, decay)}
+    assert rows["decay"] == {
+        "group": "decay",
+        "tensors": 1,
+        "parameters": 16,
+        "lr": 1e-3,
+        "weight_decay": 0.1,
+    }
+    assert rows["no_decay"]["tensors"] == 1 and rows["no_decay"]["weight_decay"] == 0.0
+    assert rows["timeseries_decay"] == {
+        "group": "timeseries_decay",
+        "tensors": 2,
+        "parameters": 8 + 16,
+        "lr": 5e-3,
+        "weight_decay": 0.1,
+    }
+    assert rows["timeseries_no_decay"]["tensors"] == 2 and rows["timeseries_no_decay"]["weight_decay"] == 0.0
+
+    scheduler = get_scheduler("linear", optimizer, num_warmup_steps=2, num_training_steps=10)
+    seen = []
+    for _ in range(6):
+        seen.append([g["lr"] for g in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    for lrs in seen:  # every group scaled by the same factor: the encoder's lr is always 5x the global one
+        assert lrs[2] == pytest.approx(5 * lrs[0]) and lrs[3] == pytest.approx(5 * lrs[1])
+    assert seen[0][0] == 0.0 and seen[2][0] == pytest.approx(1e-3) and seen[2][2] == pytest.approx(5e-3)
+    assert seen[5][2] == pytest.approx(5e-3 * 5 / 8)
+
+
+def test_unset_lr_changes_nothing_and_frozen_encoder_is_not_grouped():
+    model = Toy()
+    optimizer, decay = build(model)
+    before = [list(g["params"]) for g in optimizer.param_groups]
+    assert apply_timeseries_lr(optimizer, model, Args(), decay) == 0
+    assert [list(g["params"]) for g in optimizer.param_groups] == before
+
+    frozen = Toy()
+    for p in frozen.ts_encoder.parameters():
+        p.requires_grad_(False)
+    decay_params = [p for n, p in frozen.named_parameters() if p.requires_grad and n.endswith("weight")]
+    optimizer = torch.optim.AdamW([{"params": decay_params, "weight_decay": 0.1}], lr=1e-3)
+    assert apply_timeseries_lr(optimizer, frozen, Args(timeseries_sft_lr=5e-3), set()) == 0
+
+
+def test_badam_is_refused():
+    model = Toy()
+    optimizer, decay = build(model)
+    with pytest.raises(ValueError, match="use_badam"):
+        apply_timeseries_lr(optimizer, model, Args(timeseries_sft_lr=5e-3, use_badam=True), decay)
+
+
+def test_param_groups_file_is_written_atomically(tmp_path):
+    model = Toy()
+    optimizer, decay = build(model)
+    apply_timeseries_lr(optimizer, model, Args(timeseries_sft_lr=5e-3), decay)
+    path = write_param_groups(tmp_path, optimizer, Args(timeseries_sft_lr=5e-3), 1e-3, decay)
+    assert path == tmp_path / PARAM_GROUPS_FILE
+    payload = json.loads(path.read_text())
+    assert payload["optimizer"] == "AdamW" and payload["timeseries_sft_lr"] == 5e-3
+    assert [g["group"] for g in payload["groups"]] == [
+        "decay",
+        "no_decay",
+        "timeseries_decay",
+        "timeseries_no_decay",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [PARAM_GROUPS_FILE]
