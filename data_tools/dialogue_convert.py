@@ -35,7 +35,7 @@ from typing import IO, Any
 from lfkit.data_tools.atomic import atomic_write
 from lfkit.data_tools.dialogue import RoleSource
 from lfkit.data_tools.dialogue_scan import ConversationIndex, scan
-from lfkit.data_tools.registry import read_dataset_info, register_datasets
+from lfkit.data_tools.registry import SHAREGPT_TAGS, read_dataset_info, register_datasets
 from lfkit.data_tools.rejects import RejectsWriter
 from lfkit.data_tools.sampling import SamplingPlan, group_by_role, plan_sampling
 from lfkit.data_tools.summary import Accounting
@@ -118,13 +118,7 @@ def dataset_entry(file_name: str, opts: ConvertOptions, split: str) -> dict[str,
         "file_name": file_name,
         "formatting": "sharegpt",
         "columns": {"messages": "messages", "system": "system"},
-        "tags": {
-            "role_tag": "role",
-            "content_tag": "content",
-            "user_tag": "user",
-            "assistant_tag": "assistant",
-            "system_tag": "system",
-        },
+        "tags": dict(SHAREGPT_TAGS),
         "lfkit": {
             "kind": "dialogue",
             "split": split,

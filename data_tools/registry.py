@@ -18,6 +18,16 @@ from lfkit.data_tools.atomic import atomic_write
 
 DATASET_INFO = "dataset_info.json"
 
+# The tags of LlamaFactory's sharegpt formatting for OpenAI-style role/content messages, which
+# every lfkit converter writes.
+SHAREGPT_TAGS = {
+    "role_tag": "role",
+    "content_tag": "content",
+    "user_tag": "user",
+    "assistant_tag": "assistant",
+    "system_tag": "system",
+}
+
 
 class RegistryError(ValueError):
     """``dataset_info.json`` exists but cannot be merged into (invalid JSON, not an object)."""

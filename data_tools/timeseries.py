@@ -39,7 +39,7 @@ from typing import IO, Any
 import orjson
 from lfkit.data_tools.atomic import atomic_write
 from lfkit.data_tools.jsonl import RecordError, iter_lines
-from lfkit.data_tools.registry import register_datasets
+from lfkit.data_tools.registry import SHAREGPT_TAGS, register_datasets
 from lfkit.data_tools.rejects import RejectsWriter, RejectTally
 from lfkit.data_tools.summary import Accounting
 from lfkit.data_tools.timeseries_budget import Budget, CharEstimate, TextCounter, sample_budget
@@ -171,13 +171,7 @@ def dataset_entry(file_name: str, opts: TsOptions) -> dict[str, Any]:
         "file_name": file_name,
         "formatting": "sharegpt",
         "columns": columns,
-        "tags": {
-            "role_tag": "role",
-            "content_tag": "content",
-            "user_tag": "user",
-            "assistant_tag": "assistant",
-            "system_tag": "system",
-        },
+        "tags": dict(SHAREGPT_TAGS),
         "lfkit": {
             "kind": "timeseries",
             "ts_format": opts.ts_format,

@@ -42,6 +42,8 @@ def train_env(**extra: str) -> dict[str, str]:
         WANDB_DISABLED="true",
         TOKENIZERS_PARALLELISM="false",
         DISABLE_VERSION_CHECK="1",
+        # explicit, so that in-process tests (recipe check lowers it) cannot change what runs log
+        LLAMAFACTORY_VERBOSITY="INFO",
     )
     env.update(extra)
     return env

@@ -191,7 +191,7 @@ def plan_command(
     peak plus communication. Says whether it fits and what to change, following the team's
     decision tree (<=8B full is fine, 13-30B prefer LoRA, >=30B LoRA required, <16 GB QLoRA).
     The model shape comes from config.json when model_name_or_path is a local directory,
-    else from a table of known models. [bold]Uncalibrated[/]: first-principles figures.
+    else from a table of known models. **Uncalibrated**: first-principles figures.
     """
     from lfkit.planning.gpus import GpuSpecError, parse_gpu_spec
     from lfkit.planning.memory import RecipeValueError

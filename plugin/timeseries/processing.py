@@ -104,18 +104,8 @@ def _preprocess(proc, examples, encode, supervised: bool):
 
 def patch_supervised(module: ModuleType) -> None:
     """sft rows with series (and a clear refusal of packing with series)."""
-    cls = module.SupervisedDatasetProcessor
-    if getattr(cls, "_lfkit_timeseries", False):
+    if not _route_series_rows(module.SupervisedDatasetProcessor, supervised=True):
         return
-    original, encode = cls.preprocess_dataset, cls._encode_data_example
-
-    def preprocess_dataset(self, examples):
-        if COLUMN not in examples:
-            return original(self, examples)
-        return _preprocess(self, examples, encode, supervised=True)
-
-    cls.preprocess_dataset = preprocess_dataset
-    cls._lfkit_timeseries = True
 
     packed = module.PackedSupervisedDatasetProcessor
     original_packed = packed.preprocess_dataset
@@ -132,15 +122,23 @@ def patch_supervised(module: ModuleType) -> None:
 
 def patch_unsupervised(module: ModuleType) -> None:
     """Prediction / generation rows with series (the fork ignored them)."""
-    cls = module.UnsupervisedDatasetProcessor
+    _route_series_rows(module.UnsupervisedDatasetProcessor, supervised=False)
+
+
+def _route_series_rows(cls: type, supervised: bool) -> bool:
+    """Send batches that carry a timeseries column through :func:`_preprocess`; others stay stock.
+
+    Returns False when ``cls`` was patched already.
+    """
     if getattr(cls, "_lfkit_timeseries", False):
-        return
+        return False
     original, encode = cls.preprocess_dataset, cls._encode_data_example
 
     def preprocess_dataset(self, examples):
         if COLUMN not in examples:
             return original(self, examples)
-        return _preprocess(self, examples, encode, supervised=False)
+        return _preprocess(self, examples, encode, supervised=supervised)
 
     cls.preprocess_dataset = preprocess_dataset
     cls._lfkit_timeseries = True
+    return True
