@@ -82,7 +82,11 @@ def tiny_model(
     """
     from lfkit.tiny_model import build_tiny_model
 
-    lines = [line for path in corpus for line in path.read_text(encoding="utf-8").splitlines()]
+    # The corpus only shapes the tokenizer's merges: undecodable bytes (messy JSONL has them) are
+    # replaced rather than fatal.
+    lines = [
+        line for path in corpus for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
+    ]
     path = build_tiny_model(out_dir, lines, seed=seed)
     typer.echo(f"tiny model written to {path}")
 

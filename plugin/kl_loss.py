@@ -98,8 +98,21 @@ def response_kl_from_ref_logp(
     return kl_sum, mask.sum()
 
 
-def check_kl_args(finetuning_args: FinetuningArguments) -> None:
-    """Refuse settings the KL term cannot honour, before anything is loaded for it."""
+def check_kl_args(finetuning_args: FinetuningArguments, model=None) -> None:
+    """Refuse settings the KL term cannot honour, before anything is loaded for it.
+
+    Time-series (ChatTS) models are refused: their forward replaces each ``<ts><ts/>`` pair by
+    one position per patch, so their logits are longer than the labels and the response-token
+    positions of the logits are not those of the labels. Computing them would mean re-doing the
+    checkpoint's own splicing outside it; until that is done, a clear error beats a wrong KL.
+    """
+    from lfkit.plugin.timeseries.spec import is_timeseries_model
+
+    if model is not None and is_timeseries_model(model):
+        raise ValueError(
+            "kl_beta is not supported for time-series (ChatTS) models: their forward inserts patch "
+            "positions, so the logits do not line up with the labels' response tokens. Set kl_beta: 0."
+        )
     others = [
         k for k in ("use_dft_loss", "use_eaft_loss", "use_asft_loss") if getattr(finetuning_args, k, False)
     ]

@@ -20,7 +20,7 @@ class LfkitSeq2SeqTrainer(CustomSeq2SeqTrainer):
         if kl_beta > 0:  # its reference goes through the parent's ref_model preparation (DeepSpeed, FSDP)
             from lfkit.plugin.kl_loss import check_kl_args, load_reference_model
 
-            check_kl_args(finetuning_args)
+            check_kl_args(finetuning_args, kwargs.get("model"))
             ref_model = load_reference_model(finetuning_args, model_args)
         super().__init__(
             finetuning_args=finetuning_args,

@@ -44,6 +44,8 @@ def train_env(**extra: str) -> dict[str, str]:
         DISABLE_VERSION_CHECK="1",
         # explicit, so that in-process tests (recipe check lowers it) cannot change what runs log
         LLAMAFACTORY_VERBOSITY="INFO",
+        # llamafactory-cli starts multi-process runs with the environment's own torchrun
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     )
     env.update(extra)
     return env

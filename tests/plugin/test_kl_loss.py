@@ -100,6 +100,19 @@ def test_kl_beta_refuses_the_other_sft_loss_variants(other_loss):
         check_kl_args(LfkitFinetuningArguments(stage="sft", kl_beta=0.1, **{other_loss: True}))
 
 
+def test_kl_beta_refuses_time_series_models(tmp_path):
+    """ChatTS logits are longer than the labels (patch positions): refused, not mis-aligned."""
+    from lfkit.plugin.hparams import LfkitFinetuningArguments
+    from lfkit.plugin.kl_loss import check_kl_args
+    from transformers import AutoModelForCausalLM
+
+    from lfkit.tiny_chatts import build_tiny_chatts
+
+    model = AutoModelForCausalLM.from_pretrained(build_tiny_chatts(tmp_path), trust_remote_code=True)
+    with pytest.raises(ValueError, match="not supported for time-series"):
+        check_kl_args(LfkitFinetuningArguments(stage="sft", kl_beta=0.1), model)
+
+
 # ----------------------------------------------------------------------------------------------
 # Real training runs on the tiny model (5 runs in all)
 

@@ -1,0 +1,38 @@
+"""The README's main job (scripts/sample_job.sh, which scripts/run_sample.sh runs after set-up) works."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import train_env
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.train
+def test_sample_job_converts_trains_and_reports(tmp_path):
+    out = tmp_path / "sample"
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / "sample_job.sh"), str(out)],
+        env=train_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    assert "converted 84 + rejected 8 = read 92" in proc.stdout
+    info = json.loads((out / "data" / "dataset_info.json").read_text())
+    assert {"roleplay", "roleplay_val"} <= set(info)
+    assert len((out / "data" / "roleplay.rejects.jsonl").read_text().splitlines()) == 8
+    run = out / "saves" / "roleplay-lora"
+    state = json.loads((run / "trainer_state.json").read_text())
+    assert state["global_step"] == 12
+    assert any("eval_loss" in r for r in state["log_history"])
+    assert (run / "adapter_model.safetensors").is_file()
+    report = (out / "report.md").read_text()
+    assert "roleplay-lora" in report
+    assert list((out / "plots").glob("*.png"))
+    assert f"dataset + dataset_info.json   {out}/data/" in proc.stdout
