@@ -5,6 +5,8 @@ Every output of the data tools (datasets, rejects files, ``dataset_info.json``) 
 directory (so the final ``os.replace`` is a same-filesystem rename, which POSIX makes atomic),
 flushed and fsynced, and only then renamed over the destination. If anything raises before
 that, the temporary file is removed and the previous file, if any, is left untouched.
+:class:`AtomicGroup` does the same for several outputs of one run that must change together:
+all are written to temporaries first and renamed into place only once every one is complete.
 """
 
 from __future__ import annotations
@@ -64,3 +66,83 @@ def _fsync_dir(directory: Path) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+class AtomicGroup:
+    """Several outputs staged as temporary files and published together, in staging order.
+
+    One run's outputs (dataset, validation split, rejects, ``dataset_info.json``) must change
+    together: :meth:`open` stages each beside its destination; leaving the ``with`` block
+    normally fsyncs every file and renames them into place in the order they were staged (so
+    stage ``dataset_info.json`` last, and it never names a file that is not there yet); leaving
+    it with an exception, or :meth:`discard` for one path, deletes the temporaries and keeps the
+    previous files. Only the renames themselves (one syscall each) can be interrupted between
+    two outputs.
+    """
+
+    def __init__(self) -> None:
+        self._staged: dict[Path, tuple[str, IO[Any]]] = {}
+
+    def open(self, path: str | os.PathLike[str], mode: str = "wb", **open_kwargs: Any) -> IO[Any]:
+        """A file object writing to a temporary beside ``path`` (see :func:`atomic_write` for ``mode``)."""
+        if not mode.startswith("w"):
+            raise ValueError(f"AtomicGroup.open needs a write mode ('w' or 'wb'), got {mode!r}")
+        if "b" not in mode:
+            open_kwargs.setdefault("encoding", "utf-8")
+        target = Path(path)
+        if target in self._staged:
+            raise ValueError(f"{target} is already staged")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            os.fchmod(fd, _final_mode(target))
+            fh = os.fdopen(fd, mode, **open_kwargs)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp_name)
+            raise
+        self._staged[target] = (tmp_name, fh)
+        return fh
+
+    def discard(self, path: str | os.PathLike[str]) -> None:
+        """Drop one staged output: its previous file stays as it was."""
+        tmp_name, fh = self._staged.pop(Path(path))
+        fh.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+
+    def move_to_end(self, path: str | os.PathLike[str]) -> None:
+        """Publish the staged ``path`` after every output staged so far (staging order otherwise)."""
+        target = Path(path)
+        self._staged[target] = self._staged.pop(target)
+
+    def publish(self) -> None:
+        """Flush and fsync every staged file, then rename each onto its destination, in order."""
+        for _, fh in self._staged.values():
+            fh.flush()
+            os.fsync(fh.fileno())
+            fh.close()
+        staged = list(self._staged.items())
+        for target, (tmp_name, _) in staged:
+            os.replace(tmp_name, target)
+            del self._staged[target]
+        for directory in {target.parent for target, _ in staged}:
+            _fsync_dir(directory)
+
+    def abort(self) -> None:
+        """Discard every staged output."""
+        for target in list(self._staged):
+            self.discard(target)
+
+    def __enter__(self) -> AtomicGroup:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            self.abort()
+            return
+        try:
+            self.publish()
+        except BaseException:
+            self.abort()
+            raise

@@ -40,13 +40,46 @@ class TsFormat(str, Enum):
     text = "text"
 
 
-# Options of --kind timeseries, shared by convert and stats (see lfkit.data_tools.timeseries_cli).
+# Options of one kind only sit in that kind's help panel; giving one with the other --kind is a
+# usage error (_refuse_other_kind), so no option is silently ignored.
 TS_PANEL = "Time series (--kind timeseries)"
+DIALOGUE_PANEL = "Dialogue (--kind dialogue)"
+KIND_PANELS = {"dialogue": DIALOGUE_PANEL, "timeseries": TS_PANEL}
+
+
+def _refuse_other_kind(ctx: typer.Context, kind: Kind) -> None:
+    """A usage error for options of the other kind given on the command line (see KIND_PANELS)."""
+    other = [panel for k, panel in KIND_PANELS.items() if k != kind.value]
+    given = [
+        param.opts[0]
+        for param in ctx.command.params
+        if getattr(param, "rich_help_panel", None) in other and _given(ctx, param.name)
+    ]
+    if given:
+        other_kind = next(k for k in KIND_PANELS if k != kind.value)
+        verb = "applies" if len(given) == 1 else "apply"
+        raise typer.BadParameter(
+            f"{', '.join(given)} {verb} to --kind {other_kind} only, not to --kind {kind.value}; "
+            f"leave {'it' if len(given) == 1 else 'them'} out (or choose the other --kind)",
+            ctx=ctx,
+        )
+
+
+def _given(ctx: typer.Context, name: str | None) -> bool:
+    """Whether the option was set by the user (command line or environment), not left at its default.
+
+    Compared by name: typer ships its own copy of click, whose ``ParameterSource`` is not click's.
+    """
+    source = ctx.get_parameter_source(name) if name else None
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+
+# Options of --kind timeseries, shared by convert and stats (see lfkit.data_tools.timeseries_cli).
 TS_FORMAT_OPT = typer.Option(
     TsFormat.encoder,
     "--ts-format",
     rich_help_panel=TS_PANEL,
-    help="encoder: raw values in a timeseries column and bare <ts><ts/> placeholders, for "
+    help="encoder: raw values in a timeseries column and bare `<ts><ts/>` placeholders, for "
     "a ChatTS model with the lfkit plugin; text: each series written as compact comma-joined values "
     "in place of its placeholder and no timeseries column, for a plain LLM with stock LlamaFactory.",
 )
@@ -103,6 +136,7 @@ RESAMPLE_HELP = (
 
 @app.command("convert")
 def convert(
+    ctx: typer.Context,
     inputs: list[Path] = typer.Argument(
         ...,
         help="JSONL / JSONL.gz files, or directories of them (one file per character).",
@@ -113,37 +147,55 @@ def convert(
     name: str = typer.Option(..., "--name", "-n", help="Dataset name to register in dataset_info.json."),
     kind: Kind = typer.Option(Kind.dialogue, "--kind", help="Input kind."),
     role_key: str | None = typer.Option(
-        None, "--role-key", help="Record field holding the role / persona / user id (PIPPA default: bot_id)."
+        None,
+        "--role-key",
+        rich_help_panel=DIALOGUE_PANEL,
+        help="Record field holding the role / persona / user id (PIPPA default: bot_id).",
     ),
     role_from_filename: bool = typer.Option(
         False,
         "--role-from-filename",
+        rich_help_panel=DIALOGUE_PANEL,
         help="Take each record's role from its file name (one-file-per-character collections). "
         "Implied for directory inputs when --role-key is not given.",
     ),
     max_per_role: int | None = typer.Option(
-        None, "--max-per-role", min=1, help="Keep at most N conversations per role, drawn at random."
+        None,
+        "--max-per-role",
+        min=1,
+        rich_help_panel=DIALOGUE_PANEL,
+        help="Keep at most N conversations per role, drawn at random. Needs a role for every "
+        "conversation (--role-key, PIPPA bot_id, or --role-from-filename).",
     ),
     seed: int = typer.Option(
-        0, "--seed", help="Seed of the per-role draws: same inputs + seed = same bytes."
+        0,
+        "--seed",
+        rich_help_panel=DIALOGUE_PANEL,
+        help="Seed of the per-role draws: same inputs + seed = same bytes.",
     ),
     val_ratio: float = typer.Option(
         0.0,
         "--val-ratio",
         min=0.0,
         max=0.99,
+        rich_help_panel=DIALOGUE_PANEL,
         help="Share of the sampled conversations for NAME_val, drawn per role after sampling "
-        "(roles with one conversation stay in training).",
+        "(roles with one conversation stay in training). Without it, a NAME_val that an earlier "
+        "lfkit run wrote into OUT is removed (it would overlap the new training set).",
     ),
-    resample_epochs: int = typer.Option(1, "--resample-epochs", min=1, help=RESAMPLE_HELP),
+    resample_epochs: int = typer.Option(
+        1, "--resample-epochs", min=1, rich_help_panel=DIALOGUE_PANEL, help=RESAMPLE_HELP
+    ),
     context_only: bool = typer.Option(
         False,
         "--context-only",
+        rich_help_panel=DIALOGUE_PANEL,
         help="One sample per assistant turn: persona/context + the user turn it answers, no earlier turns.",
     ),
     mask_history: bool = typer.Option(
         False,
         "--mask-history",
+        rich_help_panel=DIALOGUE_PANEL,
         help="Note in the dataset entry that the recipe should set LlamaFactory's mask_history: true "
         "(train on the last assistant turn only). It is a recipe key: LlamaFactory does not read it "
         "from dataset_info.json.",
@@ -155,14 +207,15 @@ def convert(
         None,
         "--workers",
         min=1,
+        rich_help_panel=DIALOGUE_PANEL,
         help="Processes reading large inputs in chunks (default: CPUs up to 8); same output for any value.",
     ),
     tokenizer: Path | None = typer.Option(
         None,
         "--tokenizer",
         rich_help_panel=TS_PANEL,
-        help="Local tokenizer directory: exact token counts for --cutoff-len (else a characters / 4 "
-        "estimate).",
+        help="Tokenizer directory or hub id (AutoTokenizer.from_pretrained): exact token counts for "
+        "--cutoff-len (else a characters / 4 estimate).",
     ),
     ts_format: TsFormat = TS_FORMAT_OPT,
     max_series_length: int | None = TS_MAX_LEN_OPT,
@@ -185,7 +238,10 @@ def convert(
     - dataset_info.json: NAME (and NAME_val) merged in; other entries are kept
 
     Train with `dataset: NAME` and `dataset_dir: OUT` in a llamafactory-cli recipe.
+    Options of the other --kind's panel are refused. A truncated or corrupt .gz input fails the
+    whole run (file and last line read in the message); nothing is written then.
     """
+    _refuse_other_kind(ctx, kind)
     if kind is Kind.timeseries:
         from lfkit.data_tools.jsonl import expand_inputs
         from lfkit.data_tools.timeseries_cli import TsCliOptions, convert_command
@@ -195,9 +251,9 @@ def convert(
         )
         convert_command(_expand(inputs, expand_inputs), out, name, strict, ts)
         return
-    from lfkit.data_tools.dialogue_convert import ConvertOptions, convert_dialogue
+    from lfkit.data_tools.dialogue_convert import ConvertOptions, RoleRequiredError, convert_dialogue
     from lfkit.data_tools.dialogue_scan import default_workers
-    from lfkit.data_tools.jsonl import expand_inputs, total_bytes
+    from lfkit.data_tools.jsonl import CorruptInputError, expand_inputs, total_bytes
     from lfkit.data_tools.progress import byte_progress
     from lfkit.data_tools.registry import RegistryError
     from lfkit.data_tools.summary import exit_if_strict
@@ -227,8 +283,10 @@ def convert(
     try:
         with byte_progress(console, "converting", total_bytes(files)) as advance:
             result = convert_dialogue(files, opts, on_progress=advance)
-    except (RegistryError, OSError) as err:
-        typer.echo(f"error: {err}", err=True)
+    except RoleRequiredError as err:
+        raise typer.BadParameter(str(err), param_hint="--max-per-role") from None
+    except (RegistryError, CorruptInputError, OSError) as err:
+        typer.echo(f"error: {err}; nothing was written, previous outputs are unchanged", err=True)
         raise typer.Exit(code=1) from None
     _print_convert_summary(console, result, opts)
     exit_if_strict(console, strict, result.rejects)
@@ -239,38 +297,64 @@ def convert(
 
 @app.command("stats")
 def stats(
+    ctx: typer.Context,
     inputs: list[Path] = typer.Argument(..., help="JSONL / JSONL.gz files, or directories of them."),
     kind: Kind = typer.Option(Kind.dialogue, "--kind", help="Input kind."),
-    role_key: str | None = typer.Option(None, "--role-key", help="Record field holding the role id."),
+    role_key: str | None = typer.Option(
+        None, "--role-key", rich_help_panel=DIALOGUE_PANEL, help="Record field holding the role id."
+    ),
     role_from_filename: bool = typer.Option(
         False,
         "--role-from-filename",
+        rich_help_panel=DIALOGUE_PANEL,
         help="Role = file name (implied for directory inputs without --role-key).",
     ),
     tokenizer: Path | None = typer.Option(
-        None, "--tokenizer", help="Local tokenizer directory: adds token lengths (content only, no template)."
+        None,
+        "--tokenizer",
+        help="Tokenizer directory or hub id (AutoTokenizer.from_pretrained). Dialogue: adds token "
+        "lengths (content only, no template); time series: exact text tokens with --template.",
     ),
     max_per_role: str = typer.Option(
-        "1,5,10,all", "--max-per-role", help="Comma-separated per-role caps for the planning table."
+        "1,5,10,all",
+        "--max-per-role",
+        rich_help_panel=DIALOGUE_PANEL,
+        help="Comma-separated per-role caps for the planning table.",
     ),
     batch_size: int = typer.Option(
-        8, "--batch-size", min=1, help="Effective batch: per-device batch x gradient accumulation x devices."
+        8,
+        "--batch-size",
+        min=1,
+        rich_help_panel=DIALOGUE_PANEL,
+        help="Effective batch: per-device batch x gradient accumulation x devices.",
     ),
     seconds_per_step: float | None = typer.Option(
         None,
         "--seconds-per-step",
         min=0.0,
+        rich_help_panel=DIALOGUE_PANEL,
         help="Measured seconds per optimizer step (gives the hours column).",
     ),
-    epochs: float = typer.Option(1.0, "--epochs", min=0.0, help="num_train_epochs of the planned run."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the per-role draw (as in convert)."),
-    val_ratio: float = typer.Option(0.0, "--val-ratio", min=0.0, max=0.99, help="As in convert."),
-    resample_epochs: int = typer.Option(1, "--resample-epochs", min=1, help="As in convert."),
-    context_only: bool = typer.Option(False, "--context-only", help="Count one sample per assistant turn."),
+    epochs: float = typer.Option(
+        1.0, "--epochs", min=0.0, rich_help_panel=DIALOGUE_PANEL, help="num_train_epochs of the planned run."
+    ),
+    seed: int = typer.Option(
+        0, "--seed", rich_help_panel=DIALOGUE_PANEL, help="Seed of the per-role draw (as in convert)."
+    ),
+    val_ratio: float = typer.Option(
+        0.0, "--val-ratio", min=0.0, max=0.99, rich_help_panel=DIALOGUE_PANEL, help="As in convert."
+    ),
+    resample_epochs: int = typer.Option(
+        1, "--resample-epochs", min=1, rich_help_panel=DIALOGUE_PANEL, help="As in convert."
+    ),
+    context_only: bool = typer.Option(
+        False, "--context-only", rich_help_panel=DIALOGUE_PANEL, help="Count one sample per assistant turn."
+    ),
     workers: int | None = typer.Option(
         None,
         "--workers",
         min=1,
+        rich_help_panel=DIALOGUE_PANEL,
         help="Processes reading large inputs (default: CPUs up to 8; 1 with --tokenizer).",
     ),
     ts_format: TsFormat = TS_FORMAT_OPT,
@@ -286,6 +370,7 @@ def stats(
     it is exactly what a conversion with those options writes.
     Rejected records are counted, not written.
     """
+    _refuse_other_kind(ctx, kind)
     if kind is Kind.timeseries:
         from lfkit.data_tools.jsonl import expand_inputs
         from lfkit.data_tools.timeseries_cli import TsCliOptions, stats_command
@@ -298,7 +383,7 @@ def stats(
     from lfkit.data_tools.dialogue import RoleSource
     from lfkit.data_tools.dialogue_scan import default_workers, scan
     from lfkit.data_tools.dialogue_stats import distribution_rows, parse_caps, steps_rows, steps_table
-    from lfkit.data_tools.jsonl import expand_inputs, total_bytes
+    from lfkit.data_tools.jsonl import CorruptInputError, expand_inputs, total_bytes
     from lfkit.data_tools.progress import byte_progress
     from lfkit.data_tools.rejects import RejectTally
     from lfkit.data_tools.summary import print_summary
@@ -317,23 +402,30 @@ def stats(
     if tokenizer is not None:
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(str(tokenizer))
+        try:
+            tok = AutoTokenizer.from_pretrained(str(tokenizer))
+        except (OSError, ValueError) as err:
+            raise typer.BadParameter(f"cannot load {tokenizer}: {err}", param_hint="--tokenizer") from None
     tally = RejectTally()
-    with (
-        tempfile.TemporaryDirectory(prefix="lfkit-stats-") as work_dir,
-        byte_progress(console, "reading", total_bytes(files)) as advance,
-    ):
-        index, counts = scan(
-            files,
-            RoleSource(role_key, role_from_filename),
-            context_only,
-            tally,
-            work_dir,
-            spool=False,
-            tokenizer=tok,
-            on_progress=advance,
-            workers=workers or default_workers(),
-        )
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="lfkit-stats-") as work_dir,
+            byte_progress(console, "reading", total_bytes(files)) as advance,
+        ):
+            index, counts = scan(
+                files,
+                RoleSource(role_key, role_from_filename),
+                context_only,
+                tally,
+                work_dir,
+                spool=False,
+                tokenizer=tok,
+                on_progress=advance,
+                workers=workers or default_workers(),
+            )
+    except (CorruptInputError, OSError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=1) from None
     print_summary(console, "Dialogue statistics", counts, tally, distribution_rows(index))
     if len(index):
         rows = steps_rows(index, caps, batch_size, seconds_per_step, epochs, seed, val_ratio, resample_epochs)
@@ -350,6 +442,7 @@ def _expand(inputs: list[Path], expand_inputs) -> list[Path]:
 def _print_convert_summary(console: Console, result, opts) -> None:
     from lfkit.data_tools.dialogue_stats import distribution_rows
     from lfkit.data_tools.summary import print_summary
+    from rich.markup import escape
 
     rows = distribution_rows(result.index)
     if result.index.role_names == [""]:
@@ -377,3 +470,7 @@ def _print_convert_summary(console: Console, result, opts) -> None:
             console.print(
                 f"train with num_train_epochs: 1 ({opts.resample_epochs} virtual epochs in the file)"
             )
+        for note in result.removed:
+            console.print(note, markup=False, highlight=False, soft_wrap=True)
+        for warning in result.warnings:
+            console.print(f"[yellow]warning: {escape(warning)}[/]", soft_wrap=True)

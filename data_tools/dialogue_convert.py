@@ -6,10 +6,16 @@ picks conversation indices (per-role draw, role-stratified validation split, res
 epochs); the picked byte ranges are copied from the spool into ``DIR/NAME.jsonl`` (and
 ``DIR/NAME_val.jsonl``), and both are registered in ``DIR/dataset_info.json``.
 
-Atomicity: the dataset files and the rejects file are written to temporary files and renamed
-into place only after everything succeeded, then ``dataset_info.json`` is merged (itself
-atomically). A run that fails or is interrupted before that leaves the previous outputs as
-they were. With ``strict`` and at least one reject, only the rejects file is published.
+Atomicity: every output (``NAME.jsonl``, ``NAME_val.jsonl``, the rejects file, the merged
+``dataset_info.json``) is written to a temporary file first
+(:class:`lfkit.data_tools.atomic.AtomicGroup`) and all are renamed into place together, in that
+order with ``dataset_info.json`` last, only after everything succeeded. A run that fails or is
+interrupted before that (bad option, corrupt ``.gz`` input, full disk ...) leaves the previous
+outputs as they were; records read before such a failure are not published either. With
+``strict`` and at least one reject, only the rejects file is published.
+
+A run without a validation split retires the ``NAME_val`` split an earlier lfkit run wrote into
+the same directory (it would overlap the new training set); see :func:`_stale_validation`.
 
 ``mask_history`` (what LlamaFactory 0.9.5 does, read in ``data/processor/supervised.py`` and
 ``hparams/data_args.py``): it is a recipe key (DataArguments), not a dataset attribute;
@@ -32,10 +38,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from lfkit.data_tools.atomic import atomic_write
+from lfkit.data_tools.atomic import AtomicGroup
 from lfkit.data_tools.dialogue import RoleSource
 from lfkit.data_tools.dialogue_scan import ConversationIndex, scan
-from lfkit.data_tools.registry import SHAREGPT_TAGS, read_dataset_info, register_datasets
+from lfkit.data_tools.registry import (
+    DATASET_INFO,
+    SHAREGPT_TAGS,
+    is_lfkit_split,
+    merged_info,
+    read_dataset_info,
+)
 from lfkit.data_tools.rejects import RejectsWriter
 from lfkit.data_tools.sampling import SamplingPlan, group_by_role, plan_sampling
 from lfkit.data_tools.summary import Accounting
@@ -90,6 +102,8 @@ class ConvertResult:
     val_samples: int = 0
     written: dict[str, Path] = field(default_factory=dict)
     dataset_info: Path | None = None
+    removed: list[str] = field(default_factory=list)  # stale outputs retired by this run
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def published(self) -> bool:
@@ -154,12 +168,20 @@ def _copy_ranges(spools: list[IO[bytes]], index: ConversationIndex, picks: list[
     return total
 
 
+class RoleRequiredError(ValueError):
+    """``--max-per-role`` on conversations that have no role: it would cap the whole dataset instead."""
+
+
 def convert_dialogue(
     files: Sequence[str | Path],
     opts: ConvertOptions,
     on_progress: Callable[[int], None] | None = None,
 ) -> ConvertResult:
-    """Run the whole conversion (see the module docstring) and return its :class:`ConvertResult`."""
+    """Run the whole conversion (see the module docstring) and return its :class:`ConvertResult`.
+
+    Raises :class:`RoleRequiredError` (nothing published) when ``opts.max_per_role`` is set
+    and some conversation has no role.
+    """
     opts.validate()
     out_dir = Path(opts.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -167,8 +189,10 @@ def convert_dialogue(
     source = RoleSource(opts.role_key, opts.role_from_filename)
     train_path = out_dir / f"{opts.name}.jsonl"
     val_path = out_dir / f"{opts.name}_val.jsonl"
+    stale_files: list[Path] = []
     with (
-        RejectsWriter(out_dir, opts.name) as rejects,
+        AtomicGroup() as outputs,
+        RejectsWriter(out_dir, opts.name, outputs) as rejects,
         tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{opts.name}.work.") as work_dir,
     ):
         index, counts = scan(
@@ -177,7 +201,8 @@ def convert_dialogue(
         counts.check()
         result = ConvertResult(counts, index, rejects)
         if counts.converted == 0 or (opts.strict and rejects.count):
-            return result
+            return result  # leaving the block publishes the rejects file alone
+        _check_roles(index, opts)
         groups = group_by_role(index.role_ids, len(index.role_names))
         plan = plan_sampling(
             groups, index.role_names, opts.max_per_role, opts.seed, opts.val_ratio, opts.resample_epochs
@@ -185,15 +210,64 @@ def convert_dialogue(
         result.plan = plan
         with contextlib.ExitStack() as stack:
             spools = [stack.enter_context(open(path, "rb", buffering=0)) for path in index.spools]
-            with atomic_write(train_path) as train_fh:
-                result.train_samples = _copy_ranges(spools, index, plan.train, train_fh)
-                result.written[opts.name] = train_path
-                if opts.val_ratio > 0:
-                    with atomic_write(val_path) as val_fh:
-                        result.val_samples = _copy_ranges(spools, index, plan.val, val_fh)
-                    result.written[f"{opts.name}_val"] = val_path
-    entries = {opts.name: dataset_entry(train_path.name, opts, "train")}
-    if opts.val_ratio > 0:
-        entries[f"{opts.name}_val"] = dataset_entry(val_path.name, opts, "validation")
-    result.dataset_info = register_datasets(out_dir, entries)
+            result.train_samples = _copy_ranges(spools, index, plan.train, outputs.open(train_path))
+            result.written[opts.name] = train_path
+            if opts.val_ratio > 0:
+                result.val_samples = _copy_ranges(spools, index, plan.val, outputs.open(val_path))
+                result.written[f"{opts.name}_val"] = val_path
+        entries = {opts.name: dataset_entry(train_path.name, opts, "train")}
+        remove: list[str] = []
+        if opts.val_ratio > 0:
+            entries[f"{opts.name}_val"] = dataset_entry(val_path.name, opts, "validation")
+        else:
+            remove, stale_files = _stale_validation(out_dir, opts.name, result)
+        outputs.move_to_end(rejects.path)  # publish order: train, val, rejects, dataset_info.json
+        result.dataset_info = out_dir / DATASET_INFO
+        outputs.open(result.dataset_info, "w").write(merged_info(out_dir, entries, remove))
+    for path in stale_files:  # only now: the published dataset_info.json no longer names them
+        path.unlink(missing_ok=True)
     return result
+
+
+def _check_roles(index: ConversationIndex, opts: ConvertOptions) -> None:
+    """Refuse ``--max-per-role`` when some conversations have no role (see :class:`RoleRequiredError`)."""
+    rid = index.role_lookup.get("")
+    if opts.max_per_role is None or rid is None:
+        return
+    without = index.per_role_counts()[rid]
+    raise RoleRequiredError(
+        f"--max-per-role needs a role for every conversation, but {without:,} of {len(index):,} have none "
+        "(no --role-key, no PIPPA bot_id, not --role-from-filename): it would cap the whole dataset to "
+        f"{opts.max_per_role}. Give --role-key FIELD, or --role-from-filename for one file per character; "
+        "nothing was written"
+    )
+
+
+def _stale_validation(out_dir: Path, name: str, result: ConvertResult) -> tuple[list[str], list[Path]]:
+    """A run without a validation split retires the ``NAME_val`` split an earlier lfkit run wrote.
+
+    That split was drawn from the earlier sampling, so it overlaps the new training set. Only an
+    entry carrying lfkit's metadata (``lfkit.split == "validation"``, ``file_name`` NAME_val.jsonl)
+    is removed, with its file; anything else of that name is left alone with a warning. Returns
+    the names to drop from ``dataset_info.json`` and the files to delete once it is published.
+    """
+    val_name, val_file = f"{name}_val", out_dir / f"{name}_val.jsonl"
+    entry = read_dataset_info(out_dir).get(val_name)
+    if entry is None:
+        if val_file.exists():
+            result.warnings.append(
+                f"{val_file} is left from an earlier run but not registered in dataset_info.json; "
+                "left alone (delete it if it is a stale validation split)"
+            )
+        return [], []
+    if is_lfkit_split(entry, val_file.name, "validation"):
+        result.removed.append(
+            f"removed the earlier validation split {val_name} ({val_file}) and its dataset_info.json "
+            "entry: this run writes no validation split and it would overlap the new training set"
+        )
+        return [val_name], [val_file]
+    result.warnings.append(
+        f"dataset_info.json has an entry {val_name} that lfkit did not write; left alone, but check "
+        f"that it does not overlap the new training set {name}"
+    )
+    return [], []

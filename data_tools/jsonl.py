@@ -6,6 +6,10 @@ role-play collections, where the file name is the character). Lines are read as 
 that invalid UTF-8 becomes a per-line reject instead of a crash, and so that callers can keep
 the exact source text for the rejects file. Blank lines are skipped but still counted, so the
 ``lineno`` of every :class:`SourceLine` is the line number an editor shows.
+
+A truncated or corrupt ``.gz`` file cannot be read past the damage, and what is left of it is
+not a dataset anyone asked for: reading it raises :class:`CorruptInputError` (file and last good
+line), and the converters fail the whole run with that message, publishing nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import functools
 import gzip
 import io
 import os
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +52,27 @@ class RecordError(ValueError):
         self.reason = reason
         self.field = field
         self.message = message
+
+
+class CorruptInputError(ValueError):
+    """An input file whose compressed data ends early or is damaged (not one bad record: the file).
+
+    ``last_line`` is the last line read intact (0: none). The arguments are kept in ``args`` so
+    the error crosses process boundaries (scan workers) unchanged.
+    """
+
+    def __init__(self, path: str, last_line: int, detail: str) -> None:
+        super().__init__(path, last_line, detail)
+        self.path, self.last_line, self.detail = path, last_line, detail
+
+    def __str__(self) -> str:
+        where = "before its first line"
+        if self.last_line:
+            where = f"after line {self.last_line} (the last line read)"
+        return (
+            f"{self.path}: compressed data is truncated or corrupt {where}: {self.detail}; "
+            "re-download or re-compress the file"
+        )
 
 
 def expand_inputs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -132,6 +158,27 @@ class LineCounter:
     lines: int = 0
 
 
+class _GzipRaw(io.RawIOBase):
+    """A ``GzipFile`` read one decompressed piece at a time (``read1``).
+
+    ``GzipFile.readinto`` fills the whole buffer before returning, so on a truncated file the
+    error would also discard the intact lines decompressed just before it; piecewise reads hand
+    every intact line over first, which makes the last good line number in the error exact.
+    """
+
+    def __init__(self, gz: gzip.GzipFile) -> None:
+        super().__init__()
+        self._gz = gz
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._gz.read1(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
 def iter_chunk(
     chunk: Chunk,
     on_progress: Callable[[int], None] | None = None,
@@ -147,24 +194,28 @@ def iter_chunk(
     with open(name, "rb", buffering=READ_BUFFER) as raw_fh:
         fh = raw_fh
         if name.endswith(".gz"):
-            fh = io.BufferedReader(gzip.GzipFile(fileobj=raw_fh, mode="rb"), buffer_size=READ_BUFFER)
+            gz = _GzipRaw(gzip.GzipFile(fileobj=raw_fh, mode="rb"))
+            fh = io.BufferedReader(gz, buffer_size=READ_BUFFER)
         elif chunk.start:
             raw_fh.seek(chunk.start)
         reported = chunk.start
         consumed = 0
         lineno = 0
-        for lineno, line in enumerate(fh, 1):  # noqa: B007 (lineno is used after the loop)
-            if on_progress is not None and lineno % PROGRESS_EVERY_LINES == 0:
-                pos = raw_fh.tell()
-                on_progress(pos - reported)
-                reported = pos
-            stripped = line.rstrip(b"\r\n")
-            if stripped and not stripped.isspace():
-                yield SourceLine(name, lineno, stripped)
-            if limit is not None:
-                consumed += len(line)
-                if consumed >= limit:
-                    break
+        try:
+            for lineno, line in enumerate(fh, 1):  # noqa: B007 (lineno is used after the loop)
+                if on_progress is not None and lineno % PROGRESS_EVERY_LINES == 0:
+                    pos = raw_fh.tell()
+                    on_progress(pos - reported)
+                    reported = pos
+                stripped = line.rstrip(b"\r\n")
+                if stripped and not stripped.isspace():
+                    yield SourceLine(name, lineno, stripped)
+                if limit is not None:
+                    consumed += len(line)
+                    if consumed >= limit:
+                        break
+        except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+            raise CorruptInputError(name, lineno, str(err) or type(err).__name__) from None
         if counter is not None:
             counter.lines = lineno
         if on_progress is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -53,16 +54,38 @@ def read_dataset_info(dataset_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return info
 
 
-def register_datasets(dataset_dir: str | os.PathLike[str], entries: dict[str, dict[str, Any]]) -> Path:
-    """Merge ``entries`` (name -> LlamaFactory dataset entry) into ``dataset_info.json``.
+def merged_info(
+    dataset_dir: str | os.PathLike[str], entries: dict[str, dict[str, Any]], remove: Iterable[str] = ()
+) -> str:
+    """The text of ``dataset_info.json`` with ``entries`` merged in and the ``remove`` names dropped.
 
-    Replaces only the given names, keeps every other entry and their order, writes atomically,
-    and returns the file's path. Raises :class:`RegistryError` if the existing file is broken.
+    Replaces only the given names and keeps every other entry and their order. Raises
+    :class:`RegistryError` if the existing file is broken.
     """
     info = read_dataset_info(dataset_dir)
+    for name in remove:
+        info.pop(name, None)
     info.update(entries)
+    return json.dumps(info, indent=2, ensure_ascii=False) + "\n"
+
+
+def register_datasets(
+    dataset_dir: str | os.PathLike[str], entries: dict[str, dict[str, Any]], remove: Iterable[str] = ()
+) -> Path:
+    """Merge ``entries`` (name -> LlamaFactory dataset entry) into ``dataset_info.json`` atomically.
+
+    See :func:`merged_info`; returns the file's path.
+    """
+    text = merged_info(dataset_dir, entries, remove)
     path = Path(dataset_dir) / DATASET_INFO
     with atomic_write(path, "w") as fh:
-        json.dump(info, fh, indent=2, ensure_ascii=False)
-        fh.write("\n")
+        fh.write(text)
     return path
+
+
+def is_lfkit_split(entry: Any, file_name: str, split: str) -> bool:
+    """Whether ``entry`` is lfkit's for ``file_name`` as split ``split`` (its ``lfkit`` metadata says so)."""
+    if not isinstance(entry, dict) or entry.get("file_name") != file_name:
+        return False
+    meta = entry.get("lfkit")
+    return isinstance(meta, dict) and meta.get("split") == split

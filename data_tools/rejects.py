@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import IO, Any
 
 import orjson
-from lfkit.data_tools.atomic import atomic_write
+from lfkit.data_tools.atomic import AtomicGroup, atomic_write
 from lfkit.data_tools.jsonl import RecordError, SourceLine
 
 RECORD_PREVIEW_CHARS = 2000
@@ -92,16 +92,21 @@ class RejectsWriter(RejectTally):
 
     ``add`` streams each reject to a temporary file (and counts it, see :class:`RejectTally`).
     Leaving the ``with`` block normally publishes the file; leaving it with an exception
-    discards it and keeps the previous rejects file.
+    discards it and keeps the previous rejects file. With a ``group`` the file is staged in that
+    :class:`~lfkit.data_tools.atomic.AtomicGroup` instead and published with the run's other outputs.
     """
 
-    def __init__(self, out_dir: str | os.PathLike[str], name: str) -> None:
+    def __init__(self, out_dir: str | os.PathLike[str], name: str, group: AtomicGroup | None = None) -> None:
         super().__init__()
         self.path = rejects_path(out_dir, name)
+        self._group = group
         self._cm: Any = None
         self._fh: IO[bytes] | None = None
 
     def __enter__(self) -> RejectsWriter:
+        if self._group is not None:  # published with the run's other outputs by the group
+            self._fh = self._group.open(self.path, "wb")
+            return self
         self._cm = atomic_write(self.path, "wb")
         self._fh = self._cm.__enter__()
         return self
@@ -113,6 +118,8 @@ class RejectsWriter(RejectTally):
         tb: TracebackType | None,
     ) -> bool | None:
         self._fh = None
+        if self._cm is None:
+            return None
         return self._cm.__exit__(exc_type, exc, tb)
 
     def add_entry(self, entry: dict[str, Any]) -> None:

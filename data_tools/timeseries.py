@@ -23,7 +23,8 @@ stock LlamaFactory.
 With ``cutoff_len`` a sample whose budget exceeds it is rejected (``over_cutoff``), never cut:
 LlamaFactory would otherwise truncate it and silently drop the end of a series or the answer.
 ``converted + rejected = read`` always holds; with ``strict`` and any reject only the rejects
-file is published.
+file is published. Outputs are published together at the end of a run that succeeded; a run
+that fails (a truncated ``.gz`` input, say) publishes nothing, not even the records read so far.
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
-from lfkit.data_tools.atomic import atomic_write
+from lfkit.data_tools.atomic import AtomicGroup
 from lfkit.data_tools.jsonl import RecordError, iter_lines
-from lfkit.data_tools.registry import SHAREGPT_TAGS, register_datasets
+from lfkit.data_tools.registry import DATASET_INFO, SHAREGPT_TAGS, merged_info, read_dataset_info
 from lfkit.data_tools.rejects import RejectsWriter, RejectTally
 from lfkit.data_tools.summary import Accounting
 from lfkit.data_tools.timeseries_budget import Budget, CharEstimate, TextCounter, sample_budget
@@ -194,10 +195,6 @@ class TsConvertResult:
     dataset_info: Path | None = None
 
 
-class _Unpublished(Exception):
-    """Raised inside the output's atomic write to discard it (``--strict`` with rejects, or empty)."""
-
-
 def convert_timeseries(
     inputs: Sequence[str | Path],
     out_dir: str | Path,
@@ -206,23 +203,28 @@ def convert_timeseries(
     strict: bool = False,
     on_progress: Callable[[int], None] | None = None,
 ) -> TsConvertResult:
-    """Convert ``inputs`` into ``out_dir/name.jsonl`` and register it (see the module docstring)."""
+    """Convert ``inputs`` into ``out_dir/name.jsonl`` and register it (see the module docstring).
+
+    The rejects file, the dataset and ``dataset_info.json`` are staged and published together
+    (:class:`~lfkit.data_tools.atomic.AtomicGroup`): an error anywhere (a corrupt ``.gz`` input
+    included) leaves the previous outputs as they were.
+    """
     opts.validate()
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"dataset name {name!r} must be a plain file-name stem")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    read_dataset_info(out_dir)  # a broken dataset_info.json fails the run before the long pass
     path = out_dir / f"{name}.jsonl"
-    with RejectsWriter(out_dir, name) as rejects:
-        try:
-            with atomic_write(path) as fh:
-                result = TsConvertResult(scan(inputs, opts, rejects, fh, on_progress), rejects)
-                if result.scan.counts.converted == 0 or (strict and rejects.count):
-                    raise _Unpublished
-        except _Unpublished:
+    with AtomicGroup() as outputs, RejectsWriter(out_dir, name, outputs) as rejects:
+        result = TsConvertResult(scan(inputs, opts, rejects, outputs.open(path), on_progress), rejects)
+        if result.scan.counts.converted == 0 or (strict and rejects.count):
+            outputs.discard(path)  # only the rejects file is published
             return result
-    result.dataset = path
-    result.dataset_info = register_datasets(out_dir, {name: dataset_entry(path.name, opts)})
+        result.dataset = path
+        result.dataset_info = out_dir / DATASET_INFO
+        info = merged_info(out_dir, {name: dataset_entry(path.name, opts)})
+        outputs.open(result.dataset_info, "w").write(info)
     return result
 
 

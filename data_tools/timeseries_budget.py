@@ -27,8 +27,8 @@ from lfkit.data_tools.timeseries_chatts import (
     END_TOKEN,
     PLACEHOLDER,
     START_TOKEN,
-    extra_positions,
     processor_text,
+    series_extra_positions,
 )
 from lfkit.data_tools.timeseries_records import TsSample
 from lfkit.data_tools.timeseries_text import DEFAULT_DECIMALS, render_text
@@ -115,7 +115,7 @@ def sample_budget(
     if ts_format != "encoder":
         raise ValueError(f"unknown ts_format {ts_format!r}")
     messages = with_scaling_text(sample, scaling_style)
-    positions = sum(extra_positions(n, patch_size) for n in lengths)
+    positions = sum(series_extra_positions(n, patch_size) for n in lengths)
     return Budget(counter.count(sample.system, messages), positions, lengths)
 
 

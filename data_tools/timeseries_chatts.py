@@ -57,8 +57,12 @@ def check_markers(text: str, field: str) -> int:
         ) from None
 
 
-def extra_positions(length: int, patch_size: int = DEFAULT_PATCH_SIZE) -> int:
-    """Positions a series adds on top of its two placeholder tokens (-1 for a series of one patch)."""
+def series_extra_positions(length: int, patch_size: int = DEFAULT_PATCH_SIZE) -> int:
+    """Positions ONE series adds on top of its two placeholder tokens (-1 for a series of one patch).
+
+    The plugin's ``encoding.extra_positions(lengths, patch_size)`` is the sum of this over a
+    sample's series; the distinct name keeps the two signatures from being confused.
+    """
     return patch_count(length, patch_size) - 2
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import typer
-from lfkit.data_tools.jsonl import total_bytes
+from lfkit.data_tools.jsonl import CorruptInputError, total_bytes
 from lfkit.data_tools.progress import byte_progress
 from lfkit.data_tools.registry import RegistryError
 from lfkit.data_tools.summary import exit_if_strict, print_summary
@@ -69,11 +69,11 @@ def convert_command(files: list[Path], out: Path, name: str, strict: bool, cli: 
     try:
         with byte_progress(console, "converting", total_bytes(files)) as advance:
             result = convert_timeseries(files, out, name, opts, strict=strict, on_progress=advance)
+    except (RegistryError, CorruptInputError, OSError) as err:  # before ValueError: both are ValueErrors
+        typer.echo(f"error: {err}; nothing was written, previous outputs are unchanged", err=True)
+        raise typer.Exit(code=1) from None
     except ValueError as err:
         raise typer.BadParameter(str(err)) from None
-    except (RegistryError, OSError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(code=1) from None
     title = f"lfkit data convert --kind timeseries: {name} ({opts.ts_format} form)"
     print_summary(console, title, result.scan.counts, result.rejects, stats_rows(result.scan, opts))
     if result.dataset_info is not None:
@@ -89,8 +89,12 @@ def stats_command(files: list[Path], cli: TsCliOptions) -> None:
     """``lfkit data stats --kind timeseries``: the sequence budget, without writing anything."""
     console = Console(highlight=False)
     opts = cli.build(console)
-    with byte_progress(console, "reading", total_bytes(files)) as advance:
-        result, tally = timeseries_stats(files, opts, on_progress=advance)
+    try:
+        with byte_progress(console, "reading", total_bytes(files)) as advance:
+            result, tally = timeseries_stats(files, opts, on_progress=advance)
+    except (CorruptInputError, OSError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=1) from None
     title = f"Time-series statistics ({opts.ts_format} form)"
     print_summary(console, title, result.counts, tally, stats_rows(result, opts))
     if opts.ts_format == "encoder":

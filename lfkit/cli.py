@@ -54,18 +54,41 @@ def train(
 ) -> None:
     """Train a recipe with the lfkit plugin active: the explicit form of **llamafactory-cli train**.
 
-    After **pip install lfkit** plain **llamafactory-cli train RECIPE** already loads the
-    plugin (through the lfkit_plugin.pth hook); this command does the same where that hook
-    is not installed (for example a source checkout on PYTHONPATH). Extra KEY=VALUE words
-    override recipe keys, as with llamafactory-cli: `lfkit train r.yaml learning_rate=1e-4`
+    After **pip install lfkit** plain **llamafactory-cli train RECIPE** already loads the plugin in
+    every process (through the lfkit_plugin.pth hook); this command does the same where that hook
+    is not installed (for example a source checkout on PYTHONPATH), for single-process runs: the
+    ranks of a multi-GPU torchrun launch are new interpreters that only the installed hook
+    reaches, so there it refuses to start rather than let the ranks reject lfkit's keys.
+    Extra KEY=VALUE words override recipe keys, as with llamafactory-cli:
+    `lfkit train r.yaml learning_rate=1e-4`
     """
-    from lfkit.plugin.activate import install
+    from lfkit.plugin.activate import hook_installed, install
 
+    if not hook_installed() and _launches_torchrun():
+        typer.echo(
+            "lfkit train: this launch starts torchrun ranks, and lfkit_plugin.pth is not installed in "
+            "this environment's site-packages, so the ranks would run without the plugin. "
+            "Install lfkit (pip install lfkit, or pip install . in the checkout) and run "
+            "llamafactory-cli train as usual.",
+            err=True,
+        )
+        raise typer.Exit(2)
     install()
     from llamafactory.cli import main as llamafactory_main
 
     sys.argv = ["llamafactory-cli", "train", str(recipe), *ctx.args]
     llamafactory_main()
+
+
+def _launches_torchrun() -> bool:
+    """Whether llamafactory-cli train will start torchrun ranks (its launcher's own rule)."""
+    import os
+
+    if os.environ.get("FORCE_TORCHRUN", "").lower() in ("1", "true", "y", "yes"):
+        return True
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.device_count() > 1
 
 
 @app.command("tiny-model")

@@ -57,6 +57,17 @@ class _PostImportFinder(importlib.abc.MetaPathFinder):
         return spec
 
 
+def hook_installed() -> bool:
+    """Whether ``lfkit_plugin.pth`` sits in a site-packages directory of this interpreter.
+
+    Only then does every new Python process (each torchrun rank) load the plugin by itself.
+    """
+    import site
+
+    dirs = list(site.getsitepackages()) + [site.getusersitepackages()]
+    return any(os.path.isfile(os.path.join(d, "lfkit_plugin.pth")) for d in dirs)
+
+
 def install() -> bool:
     """Install the hook once per process; returns whether the plugin is active."""
     if os.environ.get(DISABLE_ENV, "").lower() in ("1", "true", "yes"):

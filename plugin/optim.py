@@ -20,6 +20,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from lfkit.plugin.params import param_numel
 from lfkit.plugin.timeseries.spec import is_encoder_param
 
 PARAM_GROUPS_FILE = "lfkit_param_groups.json"
@@ -88,7 +89,7 @@ def describe_groups(optimizer, decay: set[int]) -> list[dict]:
             {
                 "group": name,
                 "tensors": len(group["params"]),
-                "parameters": sum(p.numel() for p in group["params"]),
+                "parameters": sum(param_numel(p) for p in group["params"]),
                 "lr": float(group["lr"]),
                 "weight_decay": float(group.get("weight_decay", 0.0)),
             }

@@ -24,6 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from lfkit.plugin.params import param_numel
 from transformers import TrainerCallback
 
 from lfkit.reporting.runs import RUN_RECORD_FILE
@@ -81,6 +82,7 @@ def _local_device_stats() -> dict[str, Any]:
         index = torch.cuda.current_device()
         return {
             "device": f"cuda:{index}",
+            "node": platform.node(),  # cuda:0 on two nodes are two GPUs
             "name": torch.cuda.get_device_name(index),
             "peak_allocated_bytes": int(torch.cuda.max_memory_allocated(index)),
             "peak_reserved_bytes": int(torch.cuda.max_memory_reserved(index)),
@@ -138,19 +140,34 @@ def count_parameters(model: Any) -> tuple[int | None, int | None]:
         return None, None
     total = trainable = 0
     for p in model.parameters():
-        n = p.ds_numel if hasattr(p, "ds_numel") else p.numel()  # DeepSpeed ZeRO-3 partitions params
+        n = param_numel(p)
         total += n
         trainable += n if p.requires_grad else 0
     return total, trainable
 
 
+def gpus_used(devices: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The distinct GPUs the ranks ran on (one entry per node and device), in rank order.
+
+    ``torch.cuda.device_count()`` would count the GPUs visible on the main process's node,
+    not those the run used (``CUDA_VISIBLE_DEVICES`` unset, fewer ranks than GPUs, several nodes).
+    """
+    seen: dict[tuple[Any, str], dict[str, Any]] = {}
+    for d in devices:
+        if d.get("device", "cpu") != "cpu":
+            seen.setdefault((d.get("node"), d["device"]), d)
+    return list(seen.values())
+
+
 def hardware_summary(devices: list[dict[str, Any]]) -> str:
     """The CPU (see :func:`cpu_name`), or the GPU models and their count ("2x NVIDIA H100 80GB HBM3")."""
-    names = [d.get("name", "?") for d in devices]
-    if all(d.get("device") == "cpu" for d in devices):
+    gpus = gpus_used(devices)
+    if not gpus:
+        names = [d.get("name", "?") for d in devices]
         return names[0] if len(names) == 1 else f"{names[0]}, {len(names)} processes"
     counts: dict[str, int] = {}
-    for name in names:
+    for d in gpus:
+        name = d.get("name", "?")
         counts[name] = counts.get(name, 0) + 1
     return " + ".join(f"{n}x {name}" for name, n in counts.items())
 
@@ -179,8 +196,6 @@ class RunRecordCallback(TrainerCallback):
 
     def build(self, args, state, model, devices: list[dict[str, Any]], ended: float) -> dict[str, Any]:
         """The record's content (see the module docstring for why each field is there)."""
-        import torch
-
         on_gpu = any(d["device"] != "cpu" for d in devices)
         total, trainable = count_parameters(model)
         memory: dict[str, Any] = {"kind": "cuda" if on_gpu else "cpu_rss"}
@@ -198,7 +213,7 @@ class RunRecordCallback(TrainerCallback):
             "train_wall_seconds": round(ended - self._started, 3) if self._started is not None else None,
             "hardware": {
                 "accelerator": "cuda" if on_gpu else "cpu",
-                "gpu_count": torch.cuda.device_count() if on_gpu else 0,
+                "gpu_count": len(gpus_used(devices)),
                 "devices": [
                     {"rank": r, "device": d["device"], "name": d["name"]} for r, d in enumerate(devices)
                 ],

@@ -10,7 +10,13 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
 fi
 echo "[lfkit] installing lfkit (regular, non-editable install: the plugin hook comes from the wheel)"
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-    -c "$REPO/scripts/constraints.txt" "$REPO[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+PIP_LOG="$(mktemp)"
+if ! "$VENV/bin/python" -m pip install --disable-pip-version-check \
+        -c "$REPO/scripts/constraints.txt" "$REPO[dev]" >"$PIP_LOG" 2>&1; then
+    grep -v "^WARNING: Location" "$PIP_LOG" | tail -40
+    echo "[lfkit] pip install failed (full log: $PIP_LOG)" >&2
+    exit 1
+fi
+rm -f "$PIP_LOG"
 "$VENV/bin/python" -c "import lfkit, llamafactory, torch; print('[lfkit] lfkit', lfkit.__version__, '| llamafactory', llamafactory.__version__, '| torch', torch.__version__)"
 export PATH="$VENV/bin:$PATH"

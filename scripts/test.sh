@@ -4,6 +4,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 cd "$REPO"
 ruff check .
-# Run from the repository so tests see the source tree; the installed wheel provides the
-# llamafactory-cli hook that the training subprocesses use.
+# The tests exercise the installed wheel that _venv.sh has just (re)built from this checkout:
+# its lfkit_plugin.pth imports lfkit from site-packages at interpreter start, in pytest and in
+# every llamafactory-cli subprocess alike.
 exec "$VENV/bin/pytest" -p no:cacheprovider "$@"

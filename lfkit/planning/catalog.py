@@ -38,6 +38,8 @@ def read_plan_line(path: Path) -> PlanLine | None:
     text = path.read_text(encoding="utf-8")
     match = _PLAN.search(text)
     if not match:
+        if re.search(r"^#\s*Plan:", text, re.M):
+            raise CatalogError(f"{path}: the '# Plan:' line must be an `lfkit plan ...` command")
         return None
     words = shlex.split(match.group("cmd"))[2:]
     opts: dict[str, str] = {}
@@ -67,19 +69,27 @@ def read_plan_line(path: Path) -> PlanLine | None:
 
 
 def estimate_line(plan: dict) -> str:
-    """The one-line summary a recipe header carries."""
+    """The one-line summary a recipe header carries; a blocked plan says why it cannot run."""
     verdict = "fits" if plan["fits"] else "does NOT fit"
+    if plan["blocking"]:
+        verdict += (" but" if plan["fits"] else ", and") + " cannot run: " + " and ".join(plan["blocking"])
     t = plan["time"]
     line = (
         f"# Estimate:  {plan['peak_memory_gb']:.1f} GiB peak per GPU of "
         f"{plan['usable_memory_gb']:.1f} usable: {verdict}; "
         f"~{t['samples_per_s']:.2f} samples/s at {t['tokens_per_sample']} tokens/sample"
     )
+    if plan.get("kl_beta"):
+        return line + " (lfkit plan, uncalibrated; kl_beta's extra forward and KL tensors not modelled)"
     return line + " (lfkit plan, uncalibrated)"
 
 
-def expected_estimate(path: Path) -> tuple[str | None, str | None]:
-    """(current Estimate line, the line lfkit plan gives now) for one recipe."""
+def expected_estimate(path: Path) -> tuple[str | None, str]:
+    """(current Estimate line, the line lfkit plan gives now) for one recipe.
+
+    A recipe without a Plan line is a :class:`CatalogError`, not a silent skip: its figures would
+    otherwise never be checked.
+    """
     from lfkit.planning.gpus import parse_gpu_spec
     from lfkit.planning.plan import plan_for_recipe_file
 
@@ -87,7 +97,10 @@ def expected_estimate(path: Path) -> tuple[str | None, str | None]:
     text = path.read_text(encoding="utf-8")
     current = _ESTIMATE.search(text)
     if plan_line is None:
-        return (current.group(0) if current else None), None
+        raise CatalogError(
+            f"{path}: no '# Plan:' line; every catalog recipe carries one "
+            "(# Plan:      lfkit plan RECIPE --gpu NAME[xN] [--samples N]) and its '# Estimate:' line"
+        )
     if Path(plan_line.recipe).name != path.name:
         raise CatalogError(f"{path}: Plan line plans {plan_line.recipe}, not this recipe")
     gpu, count = parse_gpu_spec(plan_line.gpu)

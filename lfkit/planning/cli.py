@@ -106,24 +106,29 @@ def estimates_command(
 ) -> None:
     """Compare each recipe header's '# Estimate:' line with what its '# Plan:' command says now.
 
-    Without --write, lists stale lines and exits 1 if any (the test suite runs this so the
-    catalog's figures never drift from the planner). With --write, updates them atomically.
+    Every recipe checked must carry a '# Plan:' line (an `lfkit plan RECIPE --gpu ...` command):
+    one without, or with a Plan line that cannot run, is an error naming the recipe, with or
+    without --write. Without --write, also lists stale Estimate lines; exit 1 if anything is
+    wrong (the test suite runs this so the catalog's figures never drift from the planner).
+    With --write, updates stale lines atomically (and adds missing ones after the Plan line).
     """
     from rich.console import Console
+    from rich.markup import escape
 
     from lfkit.planning.catalog import CatalogError, expected_estimate, write_estimate
     from lfkit.planning.check import find_recipes
 
     console = Console()
-    stale = 0
+    stale = broken = 0
     for recipe in find_recipes(list(paths) if paths else [Path("recipes")]):
         try:
             current, expected = expected_estimate(recipe)
         except (CatalogError, ValueError) as err:
-            console.print(f"[red]{recipe}: {err}[/]")
-            stale += 1
+            message = str(err) if str(err).startswith(str(recipe)) else f"{recipe}: {err}"
+            console.print(f"[red]error[/] {escape(message)}", highlight=False, soft_wrap=True)
+            broken += 1
             continue
-        if expected is None or current == expected:
+        if current == expected:
             continue
         if write:
             write_estimate(recipe, expected)
@@ -131,8 +136,11 @@ def estimates_command(
         else:
             stale += 1
             console.print(f"[yellow]stale[/] {recipe}\n  header: {current}\n  plan:   {expected}")
+    if broken:
+        console.print(f"[red]{broken} recipe(s) without a usable '# Plan:' line (see above)[/]")
     if stale:
         console.print(f"[red]{stale} recipe header(s) disagree with lfkit plan; run with --write[/]")
+    if broken or stale:
         raise typer.Exit(1)
 
 
@@ -188,8 +196,11 @@ def plan_command(
     Memory: weights (16-bit, 4/8-bit), LoRA/DoRA adapters, gradients and AdamW state,
     activations with or without gradient checkpointing, logits, DeepSpeed ZeRO-1/2/3
     sharding and CPU offload. Time: FLOPs per token at an assumed fraction of the GPU's
-    peak plus communication. Says whether it fits and what to change, following the team's
-    decision tree (<=8B full is fine, 13-30B prefer LoRA, >=30B LoRA required, <16 GB QLoRA).
+    peak plus communication. Says whether it fits in memory ("fits") and whether it can run at
+    all ("runs": false too when a setting is blocked on the GPU, e.g. bf16 on Turing), and
+    what to change, following the team's decision tree (<=8B full is fine, 13-30B prefer
+    LoRA, >=30B LoRA required, <16 GB QLoRA). With kl_beta, a frozen reference copy (freeze,
+    full, kl_ref_model) is counted; the KL term's extra forward pass and tensors are not.
     The model shape comes from config.json when model_name_or_path is a local directory,
     else from a table of known models. **Uncalibrated**: first-principles figures.
     """
@@ -219,6 +230,7 @@ def plan_command(
 
 def _print_plan(plan: dict) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -243,6 +255,14 @@ def _print_plan(plan: dict) -> None:
     console.print(
         f"peak {plan['peak_memory_gb']:.2f} GiB of {plan['usable_memory_gb']:.2f} usable: {verdict}"
     )
+    n_blocking = len(plan["blocking"])
+    if plan["runs"]:
+        console.print("runs: [green]yes[/] (fits, nothing blocking)")
+    else:
+        why = ["does not fit"] if not plan["fits"] else ["fits"]
+        if n_blocking:
+            why.append(f"{'but ' if plan['fits'] else ''}{n_blocking} blocking problem(s) below")
+        console.print(f"runs: [red]no[/] ({', '.join(why)})")
     t = plan["time"]
     line = (
         f"throughput ~{t['samples_per_s']} samples/s ({t['step_seconds']} s/step, effective batch "
@@ -252,11 +272,11 @@ def _print_plan(plan: dict) -> None:
         line += f"; {t.get('total_steps')} steps -> {t['seconds'] / 60:.1f} min"
     console.print(line)
     for b in plan["blocking"]:
-        console.print(f"[red]blocking:[/] {b}")
+        console.print(f"[red]blocking:[/] {escape(b)}")
     for r in plan["recommendation"]:
-        console.print(f"[cyan]advice:[/] {r}")
+        console.print(f"[cyan]advice:[/] {escape(r)}")
     for n in plan["notes"] + plan["model"]["notes"]:
-        console.print(f"[dim]note: {n}[/]")
+        console.print(f"[dim]note: {escape(n)}[/]")
     if plan.get("alternatives"):
         alt = Table(title="Changes that were re-estimated")
         alt.add_column("change")

@@ -8,6 +8,10 @@ marketing "GB" of the card. The throughput class sets the fraction of peak a typ
 LlamaFactory run reaches (model FLOPs utilisation). Those fractions are assumptions, not
 measurements: the planner is uncalibrated until GPU runs are recorded in ``results/``.
 
+The GeForce RTX 3050 6GB (2024, GA107, 2304 CUDA cores) is the table's 6 GB card: 18 SMs x
+1024 dense fp16 tensor FLOPs per clock x 1.47 GHz = 27.1 TFLOPS with fp16 accumulation, half
+that with fp32 accumulation. The 8 GB RTX 3050 is another chip, so a bare "3050" is refused.
+
 "RTX 6000" names three different cards; the planner refuses to guess which one is meant:
 
 * Quadro RTX 6000 (2018, Turing): 24 GB, no bf16.
@@ -90,6 +94,18 @@ GPUS: dict[str, Gpu] = {
             _PCIE4,
             "workstation-ampere-ada",
         ),
+        Gpu(
+            # GA107, 18 SMs at 1470 MHz boost; PCIe 4.0 x8 (half the lanes of the other cards).
+            "rtx-3050-6gb",
+            "GeForce RTX 3050 6GB",
+            6.0,
+            "ampere",
+            True,
+            13.5,
+            _PCIE4 / 2,
+            _PCIE4 / 2,
+            "consumer-ampere-ada",
+        ),
         Gpu("3090", "GeForce RTX 3090", 24.0, "ampere", True, 71.0, _PCIE4, _PCIE4, "consumer-ampere-ada"),
         Gpu("4090", "GeForce RTX 4090", 24.0, "ada", True, 165.2, _PCIE4, _PCIE4, "consumer-ampere-ada"),
         Gpu("l40s", "L40S", 48.0, "ada", True, 362.0, _PCIE4, _PCIE4, "workstation-ampere-ada"),
@@ -109,6 +125,8 @@ ALIASES = {
     "a6000": "rtx-a6000",
     "rtx6000-ada": "rtx-6000-ada",
     "rtx-6000ada": "rtx-6000-ada",
+    "rtx3050-6gb": "rtx-3050-6gb",
+    "3050-6gb": "rtx-3050-6gb",
     "rtx3090": "3090",
     "rtx4090": "4090",
     "a100": "a100-80",
@@ -119,7 +137,11 @@ ALIASES = {
     "h200-141": "h200",
 }
 
+_RTX3050 = "rtx-3050-6gb (GA107, 6 GB); the 8 GB RTX 3050 is a different chip and not in the table"
 AMBIGUOUS = {
+    "3050": _RTX3050,
+    "rtx3050": _RTX3050,
+    "rtx-3050": _RTX3050,
     "rtx-6000": "quadro-rtx-6000 (Turing, 24 GB), rtx-a6000 (Ampere, 48 GB) or rtx-6000-ada (Ada, 48 GB)",
     "rtx6000": "quadro-rtx-6000 (Turing, 24 GB), rtx-a6000 (Ampere, 48 GB) or rtx-6000-ada (Ada, 48 GB)",
 }

@@ -17,6 +17,11 @@ transformers, PEFT and DeepSpeed actually allocate:
   plus one layer recomputed in backward; without it every layer's saved tensors. The
   logits are counted apart: bf16 logits, their fp32 upcast for the loss and its gradient.
 * the CUDA context, outside PyTorch's allocator but inside the card's memory.
+* ``kl_beta`` (lfkit plugin): freeze/full tuning, or LoRA with ``kl_ref_model``, loads a frozen
+  reference model, one more copy of the weights in the compute dtype, per GPU unless ZeRO-3 shards
+  it. LoRA alone uses the model with its adapters disabled: no copy. The KL term's float32
+  [response tokens x vocabulary] tensors and its extra forward pass are *not* modelled; the plan
+  says so in a note.
 
 Assumptions that a measurement should replace are named constants below. The estimate is
 uncalibrated: no GPU run has been measured against it yet (see docs in recipes/README.md).
@@ -113,6 +118,8 @@ class TrainingSetup:
     epochs: float = 3.0
     max_steps: int = -1
     optim: str = "adamw_torch_fused"
+    kl_beta: float = 0.0  # lfkit plugin key: KL to a reference model (lfkit.plugin.kl_loss)
+    kl_ref_model: str | None = None
 
     @classmethod
     def from_recipe(cls, recipe: dict[str, Any], base_dir: Path | None = None) -> TrainingSetup:
@@ -158,7 +165,14 @@ class TrainingSetup:
             epochs=float(recipe.get("num_train_epochs", 3.0)),
             max_steps=int(recipe.get("max_steps", -1)),
             optim=str(recipe.get("optim", "adamw_torch_fused")),
+            kl_beta=float(recipe.get("kl_beta") or 0.0),
+            kl_ref_model=str(recipe["kl_ref_model"]) if recipe.get("kl_ref_model") else None,
         )
+
+    @property
+    def kl_reference_copy(self) -> bool:
+        """Whether ``kl_beta`` loads a frozen reference model (LoRA without kl_ref_model does not)."""
+        return self.kl_beta > 0 and (self.method != "lora" or self.kl_ref_model is not None)
 
 
 @dataclass
@@ -265,6 +279,15 @@ def estimate_memory(shape: ModelShape, setup: TrainingSetup, n_gpus: int) -> Mem
             )
     else:
         comp["weights"] = weights
+    if setup.kl_reference_copy:
+        # kl_beta's frozen reference (create_ref_model): the whole model again in the compute dtype.
+        # trl's prepare_deepspeed shards it only under ZeRO-3 (with its offload_param setting).
+        ref = shape.total_params * half
+        comp["kl_reference"] = 0.0 if stage >= 3 and ds.offload_param else ref / (shards if stage >= 3 else 1)
+        where = "sharded by ZeRO-3" if stage >= 3 else "a full copy per GPU"
+        if setup.kl_ref_model:
+            where += f"; kl_ref_model {setup.kl_ref_model} taken as this model's shape"
+        notes.append(f"kl_beta: frozen reference counted as kl_reference ({ref / GIB:.1f} GiB, {where})")
 
     if stage:
         grads = t * half

@@ -1,5 +1,10 @@
 """A plan for one recipe on given GPUs: memory, time, fit, and the team's decision tree.
 
+Two verdicts, kept apart: ``fits`` is about memory alone (the estimated peak within the card's
+usable memory); ``runs`` is false as well when a setting cannot work on the hardware at all
+(``blocking``: bf16 on a Turing card, FlashAttention-2 before Ampere, ...), so a plan never says
+"fits" and leaves the reader to spot that the run would fail at start-up.
+
 The decision tree the team uses, applied to the recipe's model and the chosen GPUs:
 
 * up to 8B parameters full fine-tuning is fine (when it fits);
@@ -23,6 +28,7 @@ from typing import Any
 from lfkit.planning.gpus import Gpu
 from lfkit.planning.memory import (
     ALLOCATOR_HEADROOM,
+    GIB,
     DeepSpeedSetup,
     TrainingSetup,
     estimate_memory,
@@ -88,6 +94,25 @@ def blocking_problems(setup: TrainingSetup, gpu: Gpu, n_gpus: int) -> list[str]:
     if setup.deepspeed.offload_param and setup.deepspeed.stage < 3:
         out.append("offload_param needs ZeRO stage 3")
     return out
+
+
+def kl_note(shape: ModelShape, setup: TrainingSetup) -> str | None:
+    """What the estimate leaves out of ``kl_beta``'s cost (None without it): said, not hidden."""
+    if setup.kl_beta <= 0:
+        return None
+    tokens = setup.batch_size * setup.cutoff_len
+    tensor_gib = tokens * shape.vocab_size * 4 / GIB
+    reference = (
+        "the frozen reference model's weights are counted (kl_reference)"
+        if setup.kl_reference_copy
+        else "LoRA: the reference is this model with its adapters disabled, so there is no weight copy"
+    )
+    return (
+        f"kl_beta {setup.kl_beta:g} NOT MODELLED: the reference forward pass per micro-batch (roughly a "
+        "quarter to a third more step time) and the KL term's float32 [response tokens x vocabulary] "
+        f"tensors (a few at the peak, each up to {tensor_gib:.2f} GiB at {tokens} "
+        f"tokens) are not in the peak memory or the throughput; {reference}"
+    )
 
 
 def _alternatives(shape: ModelShape, setup: TrainingSetup, gpu: Gpu, n_gpus: int) -> list[dict[str, Any]]:
@@ -182,6 +207,11 @@ def make_plan(
     shape = resolve_model(recipe.get("model_name_or_path"), model_size)
     est = estimate_memory(shape, setup, n_gpus)
     ok = fits(est, gpu.memory_gib)
+    blocking = blocking_problems(setup, gpu, n_gpus)
+    notes = list(est.notes)
+    kl = kl_note(shape, setup)
+    if kl:
+        notes.append(kl)
     tp = estimate_throughput(shape, setup, gpu, n_gpus, est.trainable_params, tokens_per_sample)
     eff_batch = setup.batch_size * setup.grad_accum * n_gpus
 
@@ -236,6 +266,7 @@ def make_plan(
         if setup.fp16
         else "fp32",
         "gradient_checkpointing": setup.gradient_checkpointing,
+        "kl_beta": setup.kl_beta,
         "deepspeed": {
             "stage": ds.stage,
             "offload_optimizer": ds.offload_optimizer,
@@ -247,11 +278,12 @@ def make_plan(
         "peak_memory_gb": round(est.peak_gib, 2),
         "gpu_memory_gb": gpu.memory_gib,
         "usable_memory_gb": round(gpu.memory_gib * ALLOCATOR_HEADROOM, 2),
-        "fits": ok,
+        "fits": ok,  # memory only
+        "runs": ok and not blocking,  # fits, and nothing in `blocking` stops it on this hardware
         "time": time,
-        "blocking": blocking_problems(setup, gpu, n_gpus),
+        "blocking": blocking,
         "recommendation": size_advice(shape, setup, gpu),
-        "notes": est.notes,
+        "notes": notes,
         "calibrated": False,
         "calibration": CALIBRATION_NOTE,
     }

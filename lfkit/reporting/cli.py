@@ -69,7 +69,7 @@ def plot_command(
 
     Runs that logged extra loss terms (ce_loss and kl_loss of lfkit's kl_beta) get one more panel
     per term. Dotted vertical lines mark the end of each epoch; eval loss is drawn where it was
-    evaluated. Files: <run>_loss.png, and with --compare compare_by_step.png / compare_by_epoch.png.
+    evaluated. Files: `<run>_loss.png`, and with --compare `compare_by_step.png` / `compare_by_epoch.png`.
     """
     from lfkit.reporting.plots import plot_comparison, plot_run
     from lfkit.reporting.runs import find_runs

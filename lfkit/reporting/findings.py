@@ -99,11 +99,25 @@ def human_count(n: float) -> str:
     return f"{n:g}"
 
 
+def _final_train_ce(f: RunFacts) -> tuple[float, bool]:
+    """The run's final training cross-entropy, and whether it came from a logged ``ce_loss``.
+
+    With lfkit's KL loss the logged ``loss`` is ``ce_loss + kl_beta * kl_loss``; ranking it
+    against other runs' plain cross-entropy would penalise the KL run for its regulariser, so
+    its ``ce_loss`` part is used where it was logged.
+    """
+    ce = f.components.get("ce_loss")
+    if ce is not None and ce.known:
+        return float(ce.value), True
+    return float(f.final_loss.value), False
+
+
 def best_method(rows: list[RunFacts]) -> list[str]:
     """For each model trained with two or more methods: which reached the lowest final loss.
 
-    Final eval loss decides when every compared run has one (it measures generalisation);
-    otherwise the final training loss does, and the finding says which was used.
+    Final eval loss decides when every compared run has one (it measures generalisation, and
+    evaluation never adds the KL term); otherwise the final training cross-entropy does (a KL
+    run's ``ce_loss``, see :func:`_final_train_ce`), and the finding says which was used.
     """
     groups: dict[str, list[RunFacts]] = defaultdict(list)
     for f in rows:
@@ -114,13 +128,24 @@ def best_method(rows: list[RunFacts]) -> list[str]:
         if len({m.method.value for m in members}) < 2:
             continue
         use_eval = all(m.final_eval_loss.known for m in members)
-        key = "final_eval_loss" if use_eval else "final_loss"
-        ranked = sorted(members, key=lambda m: getattr(m, key).value)
-        listing = ", ".join(f"{m.method.value} {getattr(m, key).value:.4f} ({m.run.label})" for m in ranked)
-        by = "final eval loss" if use_eval else "final training loss (not every run evaluated)"
-        out.append(
-            f"{short_model_name(str(model))}: **{ranked[0].method.value}** converged best by {by}: {listing}."
+        if use_eval:
+            scored = [(float(m.final_eval_loss.value), False, m) for m in members]
+            by = "final eval loss"
+        else:
+            scored = [(*_final_train_ce(m), m) for m in members]
+            by = "final training loss (not every run evaluated)"
+            if any(from_ce for _, from_ce, _ in scored):
+                by = (
+                    "final training cross-entropy (not every run evaluated; for KL runs their ce_loss, "
+                    "since their loss adds kl_beta * kl_loss)"
+                )
+        scored.sort(key=lambda s: s[0])
+        listing = ", ".join(
+            f"{m.method.value} {value:.4f} ({m.run.label}{', ce_loss' if from_ce else ''})"
+            for value, from_ce, m in scored
         )
+        best = scored[0][2].method.value
+        out.append(f"{short_model_name(str(model))}: **{best}** converged best by {by}: {listing}.")
     return out
 
 

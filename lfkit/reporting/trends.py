@@ -64,7 +64,9 @@ class Verdict:
         """One sentence with the deciding numbers, for the report."""
         parts = []
         if self.relative_drop is not None:
-            parts.append(f"second half falls {self.relative_drop * 100:+.2f}% (slope t = {self.t_stat:.1f})")
+            moves = "falls" if self.relative_drop >= 0 else "rises"
+            change = abs(self.relative_drop) * 100
+            parts.append(f"second half {moves} {change:.2f}% (slope t = {self.t_stat:.1f})")
         if self.noise is not None:
             parts.append(f"scatter {self.noise * 100:.2f}%")
         if self.eval_rise == 0:

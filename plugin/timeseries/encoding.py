@@ -1,16 +1,20 @@
 """ChatTS's series arithmetic: normalisation, prompt text, patch count and the padded tensor.
 
-These are the rules a ChatTS checkpoint was trained with (its ``processing_qwen2_ts.py``):
-each series is shifted by its mean and, when some value lies 3 or more away from it,
-divided by ``max|x - mean| / 3``; the offset and scaling are written as text right before
-the series' ``<ts><ts/>`` pair; the encoder sees ``[value, 1]`` pairs flattened to one
-column, zero-padded to the longest series of the batch, i.e. a ``[series, 2*max_len, 1]``
+These are the rules of ChatTS's original processor (``sp_encoding`` in NetManAIOps/ChatTS
+``chatts/utils/encoding_utils.py``): each series is shifted by its mean and, when some value
+lies 3 or more away from it, divided by ``max|x - mean| / 3``; the offset and scaling are
+written as ``[Value Offset: ..|Value Scaling: ..]`` right before the series' ``<ts><ts/>`` pair
+(the current ChatTS-14B checkpoint's processor writes a longer
+``[offset=..|scaling=..|length=..|max=..|min=..|left=..|right=..]`` text instead, see
+:mod:`lfkit.data_tools.timeseries_chatts`); the encoder sees ``[value, 1]`` pairs flattened to
+one column, zero-padded to the longest series of the batch, i.e. a ``[series, 2*max_len, 1]``
 tensor whose odd rows are the mask; and a series of ``n`` values becomes
 ``ceil(n / patch_size)`` embeddings in place of its two placeholder tokens.
 
-The plugin prefers the checkpoint's own processor (ChatTS-8B writes a different text than
-ChatTS-14B); these functions are the fallback when a model ships no processor, and the
-reference the tests hold the tiny model's processor to. Pure numpy/torch, no LlamaFactory.
+The plugin always prefers the checkpoint's own processor (loaded with trust_remote_code), so
+real ChatTS checkpoints get the text they were trained with; these functions are the fallback
+for a model that ships no processor, and the reference the tests hold the tiny model's
+processor to. Pure numpy/torch, no LlamaFactory.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ def normalise(values: Sequence[float]) -> tuple[np.ndarray, float, float]:
 
 
 def prompt_text(values: Sequence[float]) -> str:
-    """The text that replaces a bare ``<ts><ts/>``: ChatTS-14B's offset/scaling prefix plus the pair."""
+    """What replaces a bare ``<ts><ts/>``: the original processor's offset/scaling prefix and the pair."""
     _, offset, scale = normalise(values)
     return f"[Value Offset: {offset:.4f}|Value Scaling: {scale:.4f}]{PLACEHOLDER}"
 

@@ -7,9 +7,9 @@ import os
 
 import pytest
 from dialogue_helpers import chat, read_jsonl, run_cli, uneven_corpus, write_jsonl
-from lfkit.data_tools import dialogue, dialogue_convert
-from lfkit.data_tools.atomic import atomic_write
-from lfkit.data_tools.dialogue_convert import ConvertOptions, convert_dialogue
+from lfkit.data_tools import atomic, dialogue, dialogue_convert
+from lfkit.data_tools.atomic import AtomicGroup, atomic_write
+from lfkit.data_tools.dialogue_convert import ConvertOptions, RoleRequiredError, convert_dialogue
 from lfkit.data_tools.registry import RegistryError, read_dataset_info, register_datasets
 
 COUNTS = {"ann": 6, "bob": 4, "cy": 1}
@@ -149,3 +149,89 @@ def test_missing_input_is_a_usage_error(tmp_path):
     result = run_cli("convert", tmp_path / "nope.jsonl", "--out", tmp_path / "o", "--name", "rp")
     assert result.exit_code == 2
     assert "nope.jsonl" in result.output
+
+
+def test_atomic_group_publishes_all_or_nothing(tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("old a")
+    with pytest.raises(RuntimeError), AtomicGroup() as group:
+        group.open(a, "w").write("new a")
+        group.open(b, "w").write("new b")
+        raise RuntimeError("late failure")
+    assert snapshot(tmp_path) == {"a.txt": b"old a"}  # nothing published, no temporaries left
+    with AtomicGroup() as group:
+        group.open(a, "w").write("new a")
+        group.open(b, "w").write("new b")
+        group.discard(b)
+    assert snapshot(tmp_path) == {"a.txt": b"new a"}
+
+
+def test_outputs_are_published_together_train_val_rejects_then_dataset_info(tmp_path, monkeypatch):
+    """A failure while publishing the training file leaves the validation file untouched too.
+
+    Before, the validation file was renamed into place inside the training file's write, so it
+    was already replaced when the training file failed.
+    """
+    src, opts, before = first_good_run(tmp_path)
+    real_replace = os.replace
+    renamed = []
+
+    def replace(src_name, dst):
+        renamed.append(os.path.basename(dst))
+        if os.path.basename(dst) == "rp.jsonl" and fail:
+            raise OSError("Input/output error")
+        return real_replace(src_name, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    fail = True
+    opts.seed = 2  # a different draw, so a partial replacement would show
+    with pytest.raises(OSError, match="Input/output error"):
+        convert_dialogue([src, tmp_path / "bad.jsonl"], opts)
+    assert snapshot(opts.out_dir) == before
+    fail = False
+    renamed.clear()
+    convert_dialogue([src, tmp_path / "bad.jsonl"], opts)
+    assert renamed == ["rp.jsonl", "rp_val.jsonl", "rp.rejects.jsonl", "dataset_info.json"]
+
+
+def test_run_without_val_ratio_retires_lfkit_validation_split(tmp_path):
+    src = uneven_corpus(tmp_path / "in.jsonl", COUNTS)
+    out = tmp_path / "out"
+    base = ("convert", src, "--out", out, "--name", "rp", "--role-key", "user_id")
+    assert run_cli(*base, "--val-ratio", "0.3").exit_code == 0
+    assert (out / "rp_val.jsonl").exists()
+    result = run_cli(*base)
+    assert result.exit_code == 0, result.output
+    assert "removed the earlier validation split rp_val" in " ".join(result.output.split())
+    assert not (out / "rp_val.jsonl").exists()
+    info = read_dataset_info(out)
+    assert list(info) == ["rp"]
+    assert len(read_jsonl(out / "rp.jsonl")) == sum(COUNTS.values())  # everything is training now
+
+
+def test_validation_entry_lfkit_did_not_write_is_kept_with_a_warning(tmp_path):
+    src = uneven_corpus(tmp_path / "in.jsonl", COUNTS)
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = {"rp_val": {"file_name": "rp_val.jsonl", "formatting": "sharegpt"}}
+    (out / "dataset_info.json").write_text(json.dumps(mine))
+    write_jsonl(out / "rp_val.jsonl", [chat("hand-made")])
+    result = run_cli("convert", src, "--out", out, "--name", "rp", "--role-key", "user_id")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "warning: dataset_info.json has an entry rp_val that lfkit did not write; left alone" in text
+    assert read_dataset_info(out)["rp_val"] == mine["rp_val"]
+    assert read_jsonl(out / "rp_val.jsonl") == [chat("hand-made")]
+
+
+def test_max_per_role_without_any_role_is_a_usage_error(tmp_path):
+    src, opts, before = first_good_run(tmp_path)  # previous outputs must survive the refusal
+    result = run_cli("convert", src, "--out", opts.out_dir, "--name", "rp", "--max-per-role", "2")
+    assert result.exit_code == 2
+    text = " ".join(result.output.replace("│", " ").split())
+    assert "--max-per-role needs a role for every conversation" in text
+    assert f"{sum(COUNTS.values())} of {sum(COUNTS.values())} have none" in text
+    assert snapshot(opts.out_dir) == before
+    with pytest.raises(RoleRequiredError):  # the library refuses it the same way
+        convert_dialogue([src], ConvertOptions(out_dir=tmp_path / "lib", name="rp", max_per_role=2))
+    assert not (tmp_path / "lib" / "rp.jsonl").exists()

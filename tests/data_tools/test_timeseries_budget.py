@@ -11,10 +11,12 @@ import json
 import math
 
 import pytest
+from lfkit.data_tools import timeseries_chatts
 from lfkit.data_tools.jsonl import SourceLine
 from lfkit.data_tools.timeseries_budget import TemplateTokens, sample_budget, with_scaling_text
 from lfkit.data_tools.timeseries_records import validate_record
 from lfkit.data_tools.timeseries_text import render_text
+from lfkit.plugin.timeseries import encoding
 from typer.testing import CliRunner
 
 
@@ -114,3 +116,12 @@ def test_cli_stats_with_tokenizer_and_convert_over_cutoff(tmp_path, tiny_model):
         app, ["data", "convert", str(src), "--out", str(tmp_path / "s"), "--name", "t", *common, "--strict"]
     )
     assert res.exit_code == 1 and not (tmp_path / "s" / "t.jsonl").exists()
+
+
+@pytest.mark.parametrize(("length", "patch_size"), [(1, 16), (16, 16), (17, 16), (100, 7), (256, 1)])
+def test_series_extra_positions_is_the_per_series_term_of_the_plugin_sum(length, patch_size):
+    """One series (data tools) vs a list of series (plugin): distinct names for distinct signatures."""
+    one = timeseries_chatts.series_extra_positions(length, patch_size)
+    assert one == math.ceil(length / patch_size) - 2
+    assert encoding.extra_positions([length, length], patch_size) == 2 * one
+    assert not hasattr(timeseries_chatts, "extra_positions")  # no look-alike of the plugin's function

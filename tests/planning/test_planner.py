@@ -202,3 +202,35 @@ def test_chatts_encoder_counts_from_config(tmp_path):
     shape = resolve_model(str(tmp_path))
     # Linear(2*8 -> 64) + 2 x Linear(64 -> 64), with biases.
     assert shape.ts_encoder_params == (16 * 64 + 64) + 2 * (64 * 64 + 64)
+
+
+def test_kl_reference_copy_is_sharded_only_by_zero3():
+    ref = QWEN25_14B.total_params * 2  # frozen reference in the 16-bit compute dtype
+    full_z2 = _setup(method="full", kl_beta=0.1, deepspeed=DeepSpeedSetup(stage=2))
+    assert estimate_memory(QWEN25_14B, full_z2, 4).components["kl_reference"] == ref
+    full_z3 = replace(full_z2, deepspeed=DeepSpeedSetup(stage=3))
+    assert estimate_memory(QWEN25_14B, full_z3, 4).components["kl_reference"] == ref / 4
+    off = replace(full_z2, deepspeed=DeepSpeedSetup(stage=3, offload_param=True))
+    assert estimate_memory(QWEN25_14B, off, 4).components["kl_reference"] == 0
+    # LoRA disables its adapters for the reference: no copy, unless kl_ref_model names another model.
+    lora = _setup(kl_beta=0.1)
+    assert "kl_reference" not in estimate_memory(QWEN25_14B, lora, 1).components
+    other = replace(lora, kl_ref_model="Qwen/Qwen2.5-14B-Instruct")
+    assert estimate_memory(QWEN25_14B, other, 1).components["kl_reference"] == ref
+    assert "kl_reference" not in estimate_memory(QWEN25_14B, replace(full_z2, kl_beta=0.0), 4).components
+
+
+def test_recipe_kl_keys_are_read():
+    setup = TrainingSetup.from_recipe({"finetuning_type": "freeze", "kl_beta": 0.05})
+    assert setup.kl_beta == 0.05 and setup.kl_reference_copy
+    assert not TrainingSetup.from_recipe({"finetuning_type": "lora", "kl_beta": 0.05}).kl_reference_copy
+
+
+def test_the_6gb_card():
+    gpu = lookup_gpu("rtx-3050-6gb")
+    assert gpu.memory_gib == 6 and gpu.bf16 and gpu.arch == "ampere"
+    # 18 SMs x 1024 dense fp16 FLOPs/clock x 1.47 GHz, halved for fp32 accumulation on GeForce.
+    assert gpu.tflops_16bit == pytest.approx(18 * 1024 * 1.47e9 / 2 / 1e12, abs=0.1)
+    assert parse_gpu_spec("rtx-3050-6gbx2") == (gpu, 2)
+    with pytest.raises(GpuSpecError, match="ambiguous"):
+        lookup_gpu("rtx3050")

@@ -10,7 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from lfkit.cli import app
+from lfkit.planning.catalog import read_plan_line
 from lfkit.planning.check import activate_plugin, check_recipe, find_recipes, load_recipe
+from lfkit.planning.gpus import parse_gpu_spec
+from lfkit.planning.plan import plan_for_recipe_file
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -42,6 +45,44 @@ def test_catalog_check_cli_exits_zero(tiny_model):
 def test_header_estimates_match_the_planner():
     result = runner.invoke(app, ["recipe", "estimates"])
     assert result.exit_code == 0, result.output
+
+
+def test_every_catalog_recipe_plans_its_own_hardware_without_a_blocking_setting():
+    # Each recipe names its target GPU in a Plan line, and its precision and attention keys must
+    # work there (a bf16 recipe planned on a Turing card would be "fits but cannot run").
+    for recipe in find_recipes([Path("recipes")]):
+        plan_line = read_plan_line(recipe)
+        assert plan_line is not None, f"{recipe} has no '# Plan:' line"
+        gpu, count = parse_gpu_spec(plan_line.gpu)
+        plan = plan_for_recipe_file(recipe, gpu, count)
+        assert plan["blocking"] == [], (recipe, plan["blocking"])
+        assert plan["runs"] is plan["fits"]
+
+
+def test_estimates_fail_on_a_recipe_without_a_plan_line(tmp_path):
+    text = (REPO / "recipes/style_7b_standard.yaml").read_text()
+    no_plan = re.sub(r"^# (Plan|Estimate):.*\n", "", text, flags=re.M)
+    assert "# Plan:" not in no_plan
+    path = _broken(tmp_path, "style_no_plan.yaml", no_plan)
+    for args in ([], ["--write"]):
+        result = runner.invoke(app, ["recipe", "estimates", str(path), *args])
+        assert result.exit_code == 1, result.output
+        assert f"{path}: no '# Plan:' line" in result.output and "--gpu NAME[xN]" in result.output
+    assert path.read_text() == no_plan  # --write cannot invent a Plan line
+    # A Plan line that is not an lfkit plan command is an error too, not a silent skip.
+    path.write_text("# Plan:      see the 7B recipe\n" + no_plan)
+    result = runner.invoke(app, ["recipe", "estimates", str(path)])
+    assert result.exit_code == 1 and "must be an `lfkit plan" in result.output
+
+
+def test_estimates_write_adds_the_line_after_a_new_plan_line(tmp_path):
+    text = (REPO / "recipes/style_14b_large.yaml").read_text()
+    estimate = re.search(r"^# Estimate:.*$", text, flags=re.M).group(0)
+    path = _broken(tmp_path, "style_14b_large.yaml", text.replace(estimate + "\n", ""))
+    assert runner.invoke(app, ["recipe", "estimates", str(path)]).exit_code == 1
+    result = runner.invoke(app, ["recipe", "estimates", str(path), "--write"])
+    assert result.exit_code == 0, result.output
+    assert path.read_text() == text
 
 
 def _broken(tmp_path: Path, name: str, text: str) -> Path:

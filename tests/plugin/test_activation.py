@@ -59,6 +59,13 @@ def test_hook_imports_nothing_heavy_until_llamafactory_is_imported():
     assert out.strip() == "True"
 
 
+def test_the_wheel_puts_the_hook_in_site_packages():
+    """The mechanism every torchrun rank relies on: lfkit_plugin.pth in this environment's site dirs."""
+    from lfkit.plugin.activate import hook_installed
+
+    assert hook_installed()
+
+
 @pytest.mark.train
 def test_recipe_without_plugin_keys_trains_exactly_as_stock_llamafactory(tiny_model, run_train, tmp_path):
     _write_sharegpt(tmp_path / "data")

@@ -114,3 +114,12 @@ def test_param_groups_file_is_written_atomically(tmp_path):
         "timeseries_no_decay",
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == [PARAM_GROUPS_FILE]
+
+
+def test_group_parameter_counts_include_zero3_partitioned_parameters():
+    model = Toy()
+    optimizer, decay = build(model)
+    model.proj.weight.data = torch.empty(0)  # ZeRO-3 keeps an empty placeholder and the real size
+    model.proj.weight.ds_numel = 16
+    rows = {r["group"]: r for r in describe_groups(optimizer, decay)}
+    assert rows["decay"]["parameters"] == 16 + 8 + 16

@@ -101,3 +101,37 @@ def test_write_record_is_atomic_and_leaves_no_temp_file(tmp_path):
     path = run_record.write_record(tmp_path / "out", {"a": 1})
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["lfkit_run.json"]
+
+
+def test_gpu_count_is_the_distinct_gpus_the_ranks_used():
+    """Ranks on two nodes: cuda:0 and cuda:1 on each, plus a second rank sharing node-a's cuda:0."""
+    from types import SimpleNamespace
+
+    name = "NVIDIA H100 80GB HBM3"
+    stats = {"name": name, "peak_allocated_bytes": 1, "peak_reserved_bytes": 2, "peak_rss_bytes": 3}
+    placement = [("a", 0), ("a", 1), ("b", 0), ("b", 1), ("a", 0)]
+    devices = [{"device": f"cuda:{i}", "node": node, **stats} for node, i in placement]
+    callback = run_record.RunRecordCallback(SimpleNamespace(stage="sft", finetuning_type="lora"))
+    args = SimpleNamespace(world_size=len(devices))
+    state = SimpleNamespace(global_step=4, epoch=1.0)
+    record = callback.build(args, state, None, devices, ended=0.0)
+    assert record["hardware"]["gpu_count"] == 4
+    assert record["hardware"]["summary"] == f"4x {name}"
+    assert len(record["memory"]["per_device"]) == 5  # memory stays per rank
+    cpus = [{"device": "cpu", "name": "cpu: X (2 logical cores)", "peak_rss_bytes": 3}] * 2
+    record = callback.build(args, state, None, cpus, ended=0.0)
+    assert (record["hardware"]["accelerator"], record["hardware"]["gpu_count"]) == ("cpu", 0)
+
+
+def test_parameter_counts_use_the_size_of_zero3_partitioned_parameters():
+    import torch
+    from lfkit.plugin.params import param_numel
+
+    partitioned = torch.nn.Parameter(torch.empty(0))  # what ZeRO-3 leaves in the module
+    partitioned.ds_numel = 12
+    frozen = torch.nn.Parameter(torch.zeros(2, 3), requires_grad=False)
+    assert (param_numel(partitioned), param_numel(frozen)) == (12, 6)
+
+    model = torch.nn.Module()
+    model.a, model.b = partitioned, frozen
+    assert run_record.count_parameters(model) == (18, 12)

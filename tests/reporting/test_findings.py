@@ -8,7 +8,9 @@ from lfkit.reporting.facts import Fact, RunFacts, unknown
 from lfkit.reporting.findings import best_method, hardware_ratios, key_findings, model_size_ratios
 
 
-def row(label, model, method, hardware, speed, loss=1.0, eval_loss=None, params=None) -> RunFacts:
+def row(
+    label, model, method, hardware, speed, loss=1.0, eval_loss=None, params=None, ce_loss=None
+) -> RunFacts:
     from lfkit.reporting.runs import Run
 
     def known(value):
@@ -28,6 +30,7 @@ def row(label, model, method, hardware, speed, loss=1.0, eval_loss=None, params=
         final_loss=known(loss),
         final_eval_loss=known(eval_loss),
         parameters=known(params),
+        components={"ce_loss": known(ce_loss), "kl_loss": known(0.5)} if ce_loss is not None else {},
     )
 
 
@@ -62,6 +65,21 @@ def test_best_method_uses_eval_loss_only_when_every_run_has_one():
     one_eval = [both_eval[0], row("f", "m", "full", "h", 1.0, loss=0.9)]
     found = best_method(one_eval)[0]
     assert "**lora** converged best by final training loss (not every run evaluated)" in found
+
+
+def test_best_method_without_eval_ranks_a_kl_run_by_its_cross_entropy():
+    # The KL run's loss 1.05 = ce 0.8 + 0.5 * kl 0.5: by loss it loses to lora's 0.9, by ce it wins.
+    rows = [
+        row("l", "m", "lora", "h", 1.0, loss=0.9, eval_loss=1.0),
+        row("k", "m", "lora + KL (kl_beta 0.5)", "h", 1.0, loss=1.05, ce_loss=0.8),
+    ]
+    found = best_method(rows)[0]
+    assert "**lora + KL (kl_beta 0.5)** converged best by final training cross-entropy" in found
+    assert "for KL runs their ce_loss" in found
+    assert found.endswith("lora + KL (kl_beta 0.5) 0.8000 (k, ce_loss), lora 0.9000 (l).")
+    # With an eval loss for every run, eval loss decides (evaluation adds no KL term).
+    rows[1] = row("k", "m", "lora + KL (kl_beta 0.5)", "h", 1.0, loss=1.05, eval_loss=1.1, ce_loss=0.8)
+    assert "**lora** converged best by final eval loss" in best_method(rows)[0]
 
 
 def test_key_findings_say_when_nothing_is_comparable():

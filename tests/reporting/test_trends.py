@@ -80,3 +80,14 @@ def test_per_epoch_means_and_last_eval():
         (2, 2, 3.5, None),
     ]
     assert stats[1].mean_components == {"kl_loss": 35.0}
+
+
+def test_explain_words_the_direction_and_prints_the_size_without_sign():
+    falling = trends.judge([2.0 - 0.02 * i for i in range(20)], [])
+    drop = f"{falling.relative_drop * 100:.2f}"
+    assert falling.explain().startswith(f"second half falls {drop}% (slope t = ")
+    rising = trends.judge([1.0 + 0.01 * i + 0.05 * (-1) ** i for i in range(20)], [])
+    assert rising.relative_drop < 0
+    rise = f"{-rising.relative_drop * 100:.2f}"
+    assert rising.explain().startswith(f"second half rises {rise}% (slope t = ")
+    assert "+" not in falling.explain() + rising.explain() and "-" not in rise
