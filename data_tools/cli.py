@@ -210,6 +210,21 @@ def convert(
         rich_help_panel=DIALOGUE_PANEL,
         help="Processes reading large inputs in chunks (default: CPUs up to 8); same output for any value.",
     ),
+    batch_size: int | None = typer.Option(
+        None,
+        "--batch-size",
+        min=1,
+        rich_help_panel=DIALOGUE_PANEL,
+        help="Effective batch (per-device x accumulation x devices): adds the optimizer steps of one "
+        "pass over the written training set to the summary.",
+    ),
+    seconds_per_step: float | None = typer.Option(
+        None,
+        "--seconds-per-step",
+        min=0.0,
+        rich_help_panel=DIALOGUE_PANEL,
+        help="Measured seconds per optimizer step: with --batch-size, adds the hours of that pass.",
+    ),
     tokenizer: Path | None = typer.Option(
         None,
         "--tokenizer",
@@ -288,7 +303,7 @@ def convert(
     except (RegistryError, CorruptInputError, OSError) as err:
         typer.echo(f"error: {err}; nothing was written, previous outputs are unchanged", err=True)
         raise typer.Exit(code=1) from None
-    _print_convert_summary(console, result, opts)
+    _print_convert_summary(console, result, opts, batch_size, seconds_per_step)
     exit_if_strict(console, strict, result.rejects)
     if result.counts.converted == 0:
         console.print("[red]no record was converted; nothing written except the rejects file[/]")
@@ -439,8 +454,10 @@ def _expand(inputs: list[Path], expand_inputs) -> list[Path]:
         raise typer.BadParameter(str(err), param_hint="INPUTS") from None
 
 
-def _print_convert_summary(console: Console, result, opts) -> None:
-    from lfkit.data_tools.dialogue_stats import distribution_rows
+def _print_convert_summary(
+    console: Console, result, opts, batch_size: int | None = None, seconds_per_step: float | None = None
+) -> None:
+    from lfkit.data_tools.dialogue_stats import distribution_rows, pass_rows
     from lfkit.data_tools.summary import print_summary
     from rich.markup import escape
 
@@ -457,6 +474,8 @@ def _print_convert_summary(console: Console, result, opts) -> None:
         if opts.val_ratio > 0:
             rows.append(("validation conversations", f"{len(result.plan.val):,}"))
             rows.append(("validation samples", f"{result.val_samples:,}"))
+        if batch_size is not None:
+            rows.extend(pass_rows(result.train_samples, batch_size, seconds_per_step, opts.resample_epochs))
     print_summary(console, f"lfkit data convert: {opts.name}", result.counts, result.rejects, rows)
     if result.published:
         for dataset, path in result.written.items():

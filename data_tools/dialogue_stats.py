@@ -107,6 +107,23 @@ def steps_rows(
     return rows
 
 
+def pass_rows(
+    samples: int, batch_size: int, seconds_per_step: float | None, resample_epochs: int = 1
+) -> list[tuple[str, str]]:
+    """Summary rows for one pass (``num_train_epochs: 1``) over a written training set.
+
+    With ``--resample-epochs E`` the file already holds E virtual epochs, so one pass is the
+    whole planned run. Steps are ``ceil(samples / batch_size)``, as the Trainer counts them.
+    """
+    steps = math.ceil(samples / batch_size)
+    what = f"{resample_epochs} virtual epochs" if resample_epochs > 1 else "1 epoch"
+    rows = [(f"optimizer steps ({what}, effective batch {batch_size})", f"{steps:,}")]
+    if seconds_per_step is not None:
+        hours = steps * seconds_per_step / 3600
+        rows.append((f"hours at {seconds_per_step:g} s/step", f"{hours:,.2f}"))
+    return rows
+
+
 def steps_table(rows: Sequence[StepsRow], batch_size: int, epochs: float) -> Table:
     """The rich "N per role -> conversations -> samples -> steps -> hours" table."""
     title = f"Training size (effective batch {batch_size}, {epochs:g} epoch(s))"

@@ -248,3 +248,20 @@ def test_invalid_options_are_usage_errors(tmp_path, bad):
     src = write_jsonl(tmp_path / "in.jsonl", [chat("a")])
     result = run_cli("convert", src, "--out", tmp_path / "o", "--name", "rp", "--max-per-role", bad)
     assert result.exit_code == 2
+
+
+def test_convert_summary_gives_steps_and_hours_of_the_written_set(tmp_path):
+    """The "samples -> steps -> hours" rows for what convert actually wrote (issue 2's summary)."""
+    out = tmp_path / "out"
+    args = ["--role-key", "user_id", "--max-per-role", "4", "--resample-epochs", "2"]
+    plan = ["--batch-size", "4", "--seconds-per-step", "90"]
+    result = run_cli("convert", SAMPLE, "--out", out, "--name", "rp", *args, *plan)
+    assert result.exit_code == 0, result.output
+    steps = -(-len(read_jsonl(out / "rp.jsonl")) // 4)
+
+    def cell(label: str) -> str:
+        line = next(x for x in result.output.splitlines() if label in x)
+        return line.strip(" │").split("│")[-1].strip()
+
+    assert cell("optimizer steps (2 virtual epochs, effective batch 4)") == f"{steps:,}"
+    assert cell("hours at 90 s/step") == f"{steps * 90 / 3600:,.2f}"
