@@ -39,6 +39,7 @@ def build_tiny_chatts(
     seed: int = 0,
 ) -> Path:
     """Write tokenizer, random-weight model, remote code and processor config to ``out_dir``."""
+    import importlib
     import importlib.util
     import sys
 
@@ -65,8 +66,6 @@ def build_tiny_chatts(
     pkg = importlib.util.module_from_spec(spec)
     sys.modules[package] = pkg
     try:
-        import importlib
-
         config_mod = importlib.import_module(f"{package}.configuration_qwen2")
         model_mod = importlib.import_module(f"{package}.modeling_qwen2")
     finally:

@@ -18,7 +18,7 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import os
+import json
 import shutil
 import subprocess
 import sys
@@ -94,21 +94,6 @@ RUNS = {
 }
 
 
-def _env(gpu: bool) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        HF_HUB_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        WANDB_DISABLED="true",
-        TOKENIZERS_PARALLELISM="false",
-        DISABLE_VERSION_CHECK="1",
-    )
-    if not gpu:
-        env["CUDA_VISIBLE_DEVICES"] = ""
-    return env
-
-
 def _bin(name: str) -> str:
     local = Path(sys.executable).parent / name
     return str(local) if local.exists() else name
@@ -150,7 +135,25 @@ def prepare(work: Path) -> tuple[Path, dict[str, Path]]:
     return data, models
 
 
+def gpu_runs_sentence(runs: Path) -> str:
+    """Which recorded runs ran on a GPU, and from which recipe, read from their lfkit_run.json."""
+    found = []
+    for record in sorted(runs.glob("*/*/lfkit_run.json")):
+        data = json.loads(record.read_text())
+        if data.get("hardware", {}).get("gpu_count", 0) > 0:
+            recipe = (data.get("recipe") or {}).get("path") or "no recipe file"
+            found.append(f"`{record.parent.relative_to(runs)}` ({data['hardware'].get('summary')}, {recipe})")
+    if not found:
+        return (
+            "No run below was made on a GPU, and no recipe of the catalog in `recipes/` has been run on "
+            "a GPU yet: all runs here are CPU runs of the tiny models."
+        )
+    return "Runs made on a GPU: " + "; ".join(found) + "."
+
+
 def train(name: str, recipe: dict, work: Path, gpu: bool) -> Path:
+    from lfkit.train_env import offline_train_env
+
     """Run one recipe with llamafactory-cli; stop the script with the log tail if it fails."""
     recipe_path = work / "recipes" / f"{name}.yaml"
     recipe_path.parent.mkdir(parents=True, exist_ok=True)
@@ -160,7 +163,7 @@ def train(name: str, recipe: dict, work: Path, gpu: bool) -> Path:
     with log_path.open("w") as log:
         proc = subprocess.run(
             [_bin("llamafactory-cli"), "train", str(recipe_path)],
-            env=_env(gpu),
+            env=offline_train_env(cpu_only=not gpu),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -227,7 +230,8 @@ def main() -> None:
         "out). The models are tiny random-weight Qwen2s built locally (`lfkit tiny-model`) trained on "
         "the bundled role-play sample, so the losses only show that the chain works, not model quality. "
         "CPU timings come from a small shared machine and are noisy. Regenerate with "
-        "`.venv/bin/python scripts/record_cpu_runs.py` (or `--report-only`)."
+        "`.venv/bin/python scripts/record_cpu_runs.py` (or `--report-only`). "
+        + gpu_runs_sentence(args.results / "runs")
     )
     out = args.results / "README.md"
     plots = args.results / "plots"

@@ -6,7 +6,6 @@ exactly as a user does, with the lfkit plugin loaded by the installed ``.pth`` h
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -33,22 +32,9 @@ def llamafactory_cli() -> str:
 
 def train_env(**extra: str) -> dict[str, str]:
     """Environment for a CPU-only, offline training subprocess."""
-    env = dict(os.environ)
-    env.update(
-        CUDA_VISIBLE_DEVICES="",
-        HF_HUB_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        WANDB_DISABLED="true",
-        TOKENIZERS_PARALLELISM="false",
-        DISABLE_VERSION_CHECK="1",
-        # explicit, so that in-process tests (recipe check lowers it) cannot change what runs log
-        LLAMAFACTORY_VERBOSITY="INFO",
-        # llamafactory-cli starts multi-process runs with the environment's own torchrun
-        PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-    )
-    env.update(extra)
-    return env
+    from lfkit.train_env import offline_train_env
+
+    return offline_train_env(cpu_only=True, **extra)
 
 
 def tiny_recipe(model_dir: Path, dataset_dir: Path, dataset: str, output_dir: Path, **overrides) -> dict:
