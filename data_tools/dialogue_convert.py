@@ -8,7 +8,7 @@ epochs); the picked byte ranges are copied from the spool into ``DIR/NAME.jsonl`
 
 Atomicity: every output (``NAME.jsonl``, ``NAME_val.jsonl``, the rejects file, the merged
 ``dataset_info.json``) is written to a temporary file first
-(:class:`lfkit.data_tools.atomic.AtomicGroup`) and all are renamed into place together, in that
+(:class:`lfkit.atomic.AtomicGroup`) and all are renamed into place together, in that
 order with ``dataset_info.json`` last, only after everything succeeded. A run that fails or is
 interrupted before that (bad option, corrupt ``.gz`` input, full disk ...) leaves the previous
 outputs as they were; records read before such a failure are not published either. With
@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from lfkit.data_tools.atomic import AtomicGroup
 from lfkit.data_tools.dialogue import RoleSource
 from lfkit.data_tools.dialogue_scan import ConversationIndex, scan
 from lfkit.data_tools.registry import (
@@ -51,6 +50,8 @@ from lfkit.data_tools.registry import (
 from lfkit.data_tools.rejects import RejectsWriter
 from lfkit.data_tools.sampling import SamplingPlan, group_by_role, plan_sampling
 from lfkit.data_tools.summary import Accounting
+
+from lfkit.atomic import AtomicGroup
 
 COPY_CHUNK = 1 << 20
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from lfkit.data_tools.atomic import atomic_write
+from lfkit.atomic import atomic_write
 
 DATASET_INFO = "dataset_info.json"
 

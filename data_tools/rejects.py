@@ -9,7 +9,7 @@ Bad input must never crash a conversion and never vanish: each rejected line is 
 ``record`` is the raw line decoded with replacement characters and truncated to
 :data:`RECORD_PREVIEW_CHARS` characters (with a note saying how long it really was), so one
 huge bad line cannot blow up the rejects file. The file is written through
-:func:`lfkit.data_tools.atomic.atomic_write`: it appears (replacing any previous one, even when
+:func:`lfkit.atomic.atomic_write`: it appears (replacing any previous one, even when
 there are no rejects this time) only when the run finishes cleanly.
 """
 
@@ -22,8 +22,9 @@ from types import TracebackType
 from typing import IO, Any
 
 import orjson
-from lfkit.data_tools.atomic import AtomicGroup, atomic_write
 from lfkit.data_tools.jsonl import RecordError, SourceLine
+
+from lfkit.atomic import AtomicGroup, atomic_write
 
 RECORD_PREVIEW_CHARS = 2000
 KEEP_FIRST = 20
@@ -93,7 +94,7 @@ class RejectsWriter(RejectTally):
     ``add`` streams each reject to a temporary file (and counts it, see :class:`RejectTally`).
     Leaving the ``with`` block normally publishes the file; leaving it with an exception
     discards it and keeps the previous rejects file. With a ``group`` the file is staged in that
-    :class:`~lfkit.data_tools.atomic.AtomicGroup` instead and published with the run's other outputs.
+    :class:`~lfkit.atomic.AtomicGroup` instead and published with the run's other outputs.
     """
 
     def __init__(self, out_dir: str | os.PathLike[str], name: str, group: AtomicGroup | None = None) -> None:

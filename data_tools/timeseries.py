@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
-from lfkit.data_tools.atomic import AtomicGroup
 from lfkit.data_tools.jsonl import RecordError, iter_lines
 from lfkit.data_tools.registry import DATASET_INFO, SHAREGPT_TAGS, merged_info, read_dataset_info
 from lfkit.data_tools.rejects import RejectsWriter, RejectTally
@@ -47,6 +46,8 @@ from lfkit.data_tools.timeseries_budget import Budget, CharEstimate, TextCounter
 from lfkit.data_tools.timeseries_chatts import DEFAULT_PATCH_SIZE, patch_count
 from lfkit.data_tools.timeseries_records import TsSample, parse_ts_line, validate_record
 from lfkit.data_tools.timeseries_text import DEFAULT_DECIMALS, render_text
+
+from lfkit.atomic import AtomicGroup
 
 TS_FORMATS = ("encoder", "text")
 
@@ -206,7 +207,7 @@ def convert_timeseries(
     """Convert ``inputs`` into ``out_dir/name.jsonl`` and register it (see the module docstring).
 
     The rejects file, the dataset and ``dataset_info.json`` are staged and published together
-    (:class:`~lfkit.data_tools.atomic.AtomicGroup`): an error anywhere (a corrupt ``.gz`` input
+    (:class:`~lfkit.atomic.AtomicGroup`): an error anywhere (a corrupt ``.gz`` input
     included) leaves the previous outputs as they were.
     """
     opts.validate()

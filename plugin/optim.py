@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from lfkit.plugin.params import param_numel
 from lfkit.plugin.timeseries.spec import is_encoder_param
+
+from lfkit.atomic import write_text
 
 PARAM_GROUPS_FILE = "lfkit_param_groups.json"
 ENCODER_GROUP_PREFIX = "timeseries_"
@@ -110,9 +111,4 @@ def write_param_groups(
         "train_timeseries_modules": getattr(finetuning_args, "train_timeseries_modules", True),
         "groups": describe_groups(optimizer, decay),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{PARAM_GROUPS_FILE}.", dir=out)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, out / PARAM_GROUPS_FILE)
-    return out / PARAM_GROUPS_FILE
+    return write_text(out / PARAM_GROUPS_FILE, json.dumps(payload, indent=2) + "\n")

@@ -27,6 +27,7 @@ from typing import Any
 from lfkit.plugin.params import param_numel
 from transformers import TrainerCallback
 
+from lfkit.atomic import write_text
 from lfkit.reporting.runs import RUN_RECORD_FILE
 
 RECORD_VERSION = 1
@@ -243,9 +244,4 @@ class RunRecordCallback(TrainerCallback):
 
 def write_record(output_dir: Path, record: dict[str, Any]) -> Path:
     """Write the record atomically (temp file + rename) and return its path."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    path = output_dir / RUN_RECORD_FILE
-    tmp = output_dir / f".{RUN_RECORD_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text(output_dir / RUN_RECORD_FILE, json.dumps(record, indent=2) + "\n")

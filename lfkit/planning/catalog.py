@@ -14,7 +14,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from lfkit.data_tools.atomic import atomic_write
+from lfkit.atomic import atomic_write
 
 _PLAN = re.compile(r"^#\s*Plan:\s*(?P<cmd>lfkit plan .+?)\s*$", re.M)
 _ESTIMATE = re.compile(r"^#\s*Estimate:.*$", re.M)

@@ -375,15 +375,11 @@ def ensure_tiny_model(path: Path | None = None) -> Path:
     target = tiny_model_cache_dir()
     if (target / "config.json").is_file() and (target / "tokenizer.json").is_file():
         return target
+    from lfkit.atomic import atomic_dir
     from lfkit.tiny_model import build_tiny_model
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
-    build_tiny_model(tmp)
-    try:
-        os.replace(tmp, target)
-    except OSError:  # another process built it first
-        shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_dir(target, exist_ok=True) as tmp:  # another process may build it at the same time
+        build_tiny_model(tmp)
     return target
 
 

@@ -13,9 +13,6 @@ supported; ChatTS needs its own modelling code (see the plugin's tiny ChatTS mod
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +83,9 @@ def write_random_model(
     torch.manual_seed(seed)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    from lfkit.atomic import atomic_dir
+
+    with atomic_dir(out) as tmp:
         tokenizer.save_pretrained(tmp)
         model.save_pretrained(tmp)
         marker = {
@@ -98,8 +95,4 @@ def write_random_model(
             "dtype": dtype,
         }
         (tmp / "lfkit_random_model.json").write_text(json.dumps(marker) + "\n")
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

@@ -204,15 +204,15 @@ PALETTE_COLORS = 128
 def _save(fig, path: Path) -> None:
     """Save as a palette PNG through a temporary file and a rename (a reader never sees half a PNG)."""
     import io
-    import os
 
     from PIL import Image
+
+    from lfkit.atomic import atomic_write
 
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=DPI, format="png", facecolor="white")
     buffer.seek(0)
     image = Image.open(buffer).convert("RGB").quantize(colors=PALETTE_COLORS)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    image.save(tmp, format="PNG", optimize=True)
-    os.replace(tmp, path)
+    with atomic_write(path, "wb") as fh:
+        image.save(fh, format="PNG", optimize=True)

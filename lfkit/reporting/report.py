@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from lfkit.atomic import write_text
 from lfkit.reporting.epochs import per_epoch
 from lfkit.reporting.facts import Fact, RunFacts, run_facts, short_model_name
 from lfkit.reporting.findings import key_findings
 from lfkit.reporting.plots import plot_comparison, plot_run
-from lfkit.reporting.runs import NotARun, Run, find_runs, write_text_atomic
+from lfkit.reporting.runs import NotARun, Run, find_runs
 from lfkit.reporting.trends import Verdict, judge
 
 RUNS_HEADER = [
@@ -259,5 +260,5 @@ def build_report(
         lines += notes.lines() + [""]
 
     markdown = "\n".join(lines)
-    write_text_atomic(out, markdown)
+    write_text(out, markdown)
     return Report(markdown=markdown, runs=runs, not_runs=not_runs, plots=[*plots.values(), *comparison])

@@ -7,10 +7,12 @@ import os
 
 import pytest
 from dialogue_helpers import chat, read_jsonl, run_cli, uneven_corpus, write_jsonl
-from lfkit.data_tools import atomic, dialogue, dialogue_convert
-from lfkit.data_tools.atomic import AtomicGroup, atomic_write
+from lfkit.data_tools import dialogue, dialogue_convert
 from lfkit.data_tools.dialogue_convert import ConvertOptions, RoleRequiredError, convert_dialogue
 from lfkit.data_tools.registry import RegistryError, read_dataset_info, register_datasets
+
+from lfkit import atomic
+from lfkit.atomic import AtomicGroup, atomic_write
 
 COUNTS = {"ann": 6, "bob": 4, "cy": 1}
 

@@ -1,12 +1,16 @@
-"""Atomic file replacement: an interrupted run never leaves a half-written output behind.
+"""Atomic file replacement: the one way lfkit writes a file, so an interrupted run never leaves a
+half-written output behind.
 
-Every output of the data tools (datasets, rejects files, ``dataset_info.json``) goes through
-:func:`atomic_write`: the data is written to a temporary file in the destination's own
-directory (so the final ``os.replace`` is a same-filesystem rename, which POSIX makes atomic),
-flushed and fsynced, and only then renamed over the destination. If anything raises before
-that, the temporary file is removed and the previous file, if any, is left untouched.
-:class:`AtomicGroup` does the same for several outputs of one run that must change together:
-all are written to temporaries first and renamed into place only once every one is complete.
+Every file lfkit writes (datasets, rejects files, ``dataset_info.json``, reports, plots, run
+records, recipe headers) goes through :func:`atomic_write` (or :func:`write_text` /
+:func:`write_bytes` for data already in memory), and every directory it builds (tiny and
+random-weight models) through :func:`atomic_dir`. The data is written to a temporary file in
+the destination's own directory (so the final ``os.replace`` is a same-filesystem rename, which
+POSIX makes atomic), flushed and fsynced, and only then renamed over the destination. If
+anything raises before that, the temporary file is removed and the previous file, if any, is
+left untouched. :class:`AtomicGroup` does the same for several outputs of one run that must
+change together: all are written to temporaries first and renamed into place only once every
+one is complete.
 """
 
 from __future__ import annotations
@@ -44,6 +48,49 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb", **open_kwargs: 
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        raise
+    _fsync_dir(target.parent)
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Atomically replace ``path`` with ``data``; returns the path."""
+    with atomic_write(path, "wb") as fh:
+        fh.write(data)
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Atomically replace ``path`` with ``text`` (UTF-8); returns the path."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str], *, exist_ok: bool = False) -> Iterator[Path]:
+    """Build a directory in a temporary sibling; on clean exit rename it onto ``path``.
+
+    The body fills the yielded temporary directory. On an exception the temporary directory is
+    removed and nothing appears at ``path``. If ``path`` exists when the rename comes (another
+    process built it first), ``exist_ok=True`` keeps that one and drops this build; otherwise
+    :class:`FileExistsError` is raised and the build is dropped.
+    """
+    import shutil
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, target)  # fails on an existing non-empty directory: never merges two builds
+        except OSError:
+            if target.exists() and exist_ok:
+                shutil.rmtree(tmp, ignore_errors=True)
+                return
+            if target.exists():
+                raise FileExistsError(f"{target} already exists") from None
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
     _fsync_dir(target.parent)
 
