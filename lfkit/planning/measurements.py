@@ -90,8 +90,9 @@ class RatioMeasurement:
     source: str
 
 
-def _team(key, recipe, gpu, unit, value, source, value_range=None, assumptions=""):
-    return ThroughputMeasurement(key, Setting(recipe, gpu=gpu), unit, value, source, value_range, assumptions)
+def _team(key, recipe, gpu, unit, value, source, value_range=None, assumptions="", values=()):
+    setting = Setting(recipe, values, gpu=gpu)
+    return ThroughputMeasurement(key, setting, unit, value, source, value_range, assumptions)
 
 
 _HEADER = "team measurement on the ChatTS-Training fork, quoted in the recipe header and issue 12"
@@ -119,7 +120,11 @@ TEAM_THROUGHPUT: tuple[ThroughputMeasurement, ...] = (
         "samples/s",
         0.58,
         _HEADER,
-        assumptions="ZeRO-3 as in the recipe: the team's notes do not say whether it was on",
+        assumptions=(
+            "ZeRO-3 as in the recipe (the team's notes do not say whether it was on), at cutoff_len 1024 "
+            "as the recipe stood when the figure was recorded (it now ships 512 to fit 11 GB)"
+        ),
+        values=(("cutoff_len", 1024),),
     ),
     _team(
         "chatts-8b lora r8, 1x quadro-rtx-6000",
@@ -330,8 +335,7 @@ def _measurements_of(run_dir: Path, record: dict[str, Any], root: Path) -> list:
     gpu = gpus.pop()
     world = int(record.get("world_size") or hardware.get("gpu_count") or 1)
     recipe_path, values = _run_recipe(run_dir, record, root)
-    if record.get("model", {}).get("name_or_path"):
-        values.setdefault("model_name_or_path", record["model"]["name_or_path"])
+    values["model_name_or_path"] = _model_of_run(run_dir, values, record.get("model") or {})
     setting = Setting(None, tuple(values.items()), gpu=f"{gpu.key}x{world}")
     key = f"run {run_dir.name} ({Path(recipe_path).name})"
     source = f"{run_dir / RUN_RECORD}"
@@ -351,6 +355,31 @@ def _measurements_of(run_dir: Path, record: dict[str, Any], root: Path) -> list:
     if not out:
         raise RunRecordError(f"{run_dir}: no timed steps in trainer_log.jsonl and no peak memory")
     return out
+
+
+def _model_of_run(run_dir: Path, values: dict[str, Any], model: dict[str, Any]) -> str:
+    """A model the planner can shape for a recorded run: the path if it resolves here, else the
+    known shape a ``lfkit recipe random-model`` directory was named after (``qwen2.5-7b-random``), else
+    the known shape with the recorded parameter count (within 2%)."""
+    from lfkit.planning.models import KNOWN_MODELS, ModelShapeError, lookup_known, resolve_model
+
+    name = str(model.get("name_or_path") or values.get("model_name_or_path") or "")
+    try:
+        resolve_model(name)
+        return name
+    except ModelShapeError:
+        pass
+    base = Path(name).name.lower().removesuffix("-random")
+    if lookup_known(base) is not None:
+        return base
+    total = model.get("parameters_total")
+    if total:
+        if values.get("finetuning_type", "lora") == "lora":
+            total -= model.get("parameters_trainable") or 0  # PEFT counts the adapters too
+        best = min(KNOWN_MODELS.values(), key=lambda m: abs(m.total_params - total))
+        if abs(best.total_params - total) <= 0.02 * total:
+            return best.name
+    raise RunRecordError(f"{run_dir}: model {name or '(none recorded)'} is not one the planner can shape")
 
 
 def describe_setting(setting: Setting) -> str:
