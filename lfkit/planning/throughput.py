@@ -15,6 +15,9 @@ One optimizer step, per GPU, is ``gradient_accumulation_steps`` micro-batches of
   over small per-expert token groups). Liger kernels speed up the rest by a measured factor.
 * **QLoRA dequantisation**: bitsandbytes turns each 4-bit weight into a 16-bit one in every pass
   that uses it (read 0.5, write 2, read 2 bytes per weight), bound by device memory bandwidth.
+* **DoRA's weight norm**: PEFT rebuilds each adapted weight (``W + scale * B @ A``, fp32) and takes
+  its column norms in every forward (and recompute), about ``DORA_BYTES_PER_PARAM`` bytes of device
+  memory traffic per adapted weight, bound by memory bandwidth like the dequantisation.
 * **ZeRO-3 gathers**: all weights all-gathered twice per micro-batch (forward, backward; once more
   for ``kl_beta``'s reference forward), and with ``offload_param`` each GPU's shard copied from host
   RAM over PCIe first. DeepSpeed prefetches them on a side stream, so only the part longer than the
@@ -49,6 +52,9 @@ from lfkit.planning.training_setup import TrainingSetup
 
 CPU_ADAM_PARAMS_PER_S = 1e9  # DeepSpeed CPU Adam on one node's cores (assumed, not fitted)
 DEQUANT_BYTES_PER_PARAM = 0.5 + 2 + 2  # read 4-bit, write 16-bit, read it back for the matmul
+DORA_BYTES_PER_PARAM = (
+    4 + 2 + 4 + 4 + 4
+)  # write B@A (fp32), read W and B@A, write the sum, read it for the norm
 CALIBRATION_FILE = "calibration.json"
 
 
@@ -96,7 +102,7 @@ class StepTime:
     flops_per_token: float  # model FLOPs per token, all passes (forward, backward, recompute, kl)
     mfu: float
     compute_s: float  # per step, all micro-batches
-    dequant_s: float
+    dequant_s: float  # QLoRA's dequantisation and DoRA's weight norms (memory-bandwidth bound)
     gather_s: float  # ZeRO-3 all-gathers and offload copies, per step (before overlap)
     exposed_gather_s: float  # the part of gather_s that compute does not hide
     reduce_s: float  # gradient collectives not hidden by backward
@@ -115,7 +121,7 @@ class StepTime:
             "mfu": self.mfu,
             "seconds_per_step_by_term": {
                 "compute": round(self.compute_s, 3),
-                "qlora_dequantisation": round(self.dequant_s, 3),
+                "qlora_dequantisation_or_dora_norm": round(self.dequant_s, 3),
                 "zero3_gathers_total": round(self.gather_s, 3),
                 "zero3_gathers_not_hidden": round(self.exposed_gather_s, 3),
                 "gradient_collectives": round(self.reduce_s, 3),
@@ -212,6 +218,12 @@ def estimate_step_time(
             / (gpu.memory_bandwidth_gbs * 1e9)
         )
 
+    if setup.method == "lora" and setup.dora:
+        adapted = shape.linear_shapes()
+        names = adapted if "all" in setup.lora_targets else [n for n in setup.lora_targets if n in adapted]
+        weights = shape.num_layers * sum(adapted[n][0] * adapted[n][1] for n in names)
+        norm_passes = 2 if setup.gradient_checkpointing else 1
+        dequant += norm_passes * weights * DORA_BYTES_PER_PARAM / (gpu.memory_bandwidth_gbs * 1e9)
     ds, half = setup.deepspeed, setup.compute_bytes
     gather = exposed = 0.0
     reduce_micro = reduce_step = 0.0
