@@ -36,7 +36,7 @@ Generation (2022, Ada Lovelace, 48 GB).
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 _PCIE3 = 12.0  # practical x16 gen3 throughput, GB/s
 _PCIE4 = 24.0  # practical x16 gen4 throughput, GB/s
@@ -68,56 +68,37 @@ class Gpu:
         return asdict(self)
 
 
-def _geforce(key, name, gb, gib, arch, tflops, bw, pcie, lanes="x16"):
-    gen = {_PCIE3: "3.0", _PCIE4: "4.0", _PCIE5: "5.0"}.get(pcie * (2 if lanes == "x8" else 1), "?")
+def _pcie(
+    key, name, gb, gib, arch, tflops, bw, pcie, *, p2p: bool, lanes: str = "x16", dc: bool = False
+) -> Gpu:
+    """A PCIe card: GeForce (``p2p=False``: no peer-to-peer), workstation, or (``dc``) an HBM server part."""
+    gen = {_PCIE3: "3.0", _PCIE4: "4.0", _PCIE5: "5.0"}[pcie * (2 if lanes == "x8" else 1)]
+    peers = (
+        "with peer-to-peer" if p2p else "GeForce: no PCIe peer-to-peer, collectives go through host memory"
+    )
     return Gpu(
-        key,
-        name,
-        gb,
-        gib,
-        arch,
-        arch != "turing",
-        tflops,
-        bw,
-        pcie,
-        pcie,
-        f"PCIe {gen} {lanes}; GeForce: no PCIe peer-to-peer, collectives go through host memory",
-        "turing" if arch == "turing" else "ampere-ada",
+        key=key,
+        name=name,
+        label_gb=gb,
+        memory_gib=gib,
+        arch=arch,
+        bf16=arch != "turing",
+        tflops_16bit=tflops,
+        memory_bandwidth_gbs=bw,
+        peer_gbs=pcie,
+        host_gbs=pcie,
+        interconnect=f"PCIe {gen} {lanes}; {peers}",
+        utilisation_class="datacenter" if dc else "turing" if arch == "turing" else "ampere-ada",
     )
 
 
-def _workstation(key, name, gb, gib, arch, tflops, bw, pcie):
-    gen = {_PCIE3: "3.0", _PCIE4: "4.0", _PCIE5: "5.0"}[pcie]
-    return Gpu(
-        key,
-        name,
-        gb,
-        gib,
-        arch,
-        arch != "turing",
-        tflops,
-        bw,
-        pcie,
-        pcie,
-        f"PCIe {gen} x16 with peer-to-peer",
-        "turing" if arch == "turing" else "ampere-ada",
-    )
-
-
-def _sxm(key, name, gb, gib, arch, tflops, bw, nvlink, pcie):
-    return Gpu(
-        key,
-        name,
-        gb,
-        gib,
-        arch,
-        True,
-        tflops,
-        bw,
-        nvlink,
-        pcie,
-        "NVLink through NVSwitch (SXM), host over PCIe",
-        "datacenter",
+def _sxm(key, name, gb, gib, arch, tflops, bw, nvlink, pcie) -> Gpu:
+    """An SXM data-centre part: NVLink through NVSwitch inside the node, one NIC per GPU assumed."""
+    card = _pcie(key, name, gb, gib, arch, tflops, bw, pcie, p2p=True, dc=True)
+    return replace(
+        card,
+        peer_gbs=nvlink,
+        interconnect="NVLink through NVSwitch (SXM), host over PCIe",
         network_gbit_per_gpu=200.0,
     )
 
@@ -125,32 +106,32 @@ def _sxm(key, name, gb, gib, arch, tflops, bw, nvlink, pcie):
 GPUS: dict[str, Gpu] = {
     g.key: g
     for g in [
-        _geforce("2080ti", "GeForce RTX 2080 Ti", 11, 11.0, "turing", 53.8, 616, _PCIE3),
-        _workstation("quadro-rtx-6000", "Quadro RTX 6000 (Turing)", 24, 24.0, "turing", 130.5, 672, _PCIE3),
-        _workstation("rtx-a6000", "RTX A6000 (Ampere)", 48, 47.99, "ampere", 154.8, 768, _PCIE4),
-        _workstation("rtx-6000-ada", "RTX 6000 Ada Generation", 48, 47.99, "ada", 364.2, 960, _PCIE4),
-        _geforce("rtx-3050-6gb", "GeForce RTX 3050 6GB", 6, 6.0, "ampere", 13.5, 168, _PCIE4 / 2, "x8"),
-        _geforce("3090", "GeForce RTX 3090", 24, 24.0, "ampere", 71.0, 936, _PCIE4),
-        _geforce("4090", "GeForce RTX 4090", 24, 23.99, "ada", 165.2, 1008, _PCIE4),
-        _geforce("5090", "GeForce RTX 5090", 32, 31.84, "blackwell", 209.5, 1792, _PCIE5),
-        _workstation("l40s", "L40S", 48, 44.99, "ada", 362.05, 864, _PCIE4),
-        _workstation("a10g", "A10G (AWS)", 24, 22.49, "ampere", 70.0, 600, _PCIE4),
+        _pcie("2080ti", "GeForce RTX 2080 Ti", 11, 11.0, "turing", 53.8, 616, _PCIE3, p2p=False),
+        _pcie(
+            "quadro-rtx-6000", "Quadro RTX 6000 (Turing)", 24, 24.0, "turing", 130.5, 672, _PCIE3, p2p=True
+        ),
+        _pcie("rtx-a6000", "RTX A6000 (Ampere)", 48, 47.99, "ampere", 154.8, 768, _PCIE4, p2p=True),
+        _pcie("rtx-6000-ada", "RTX 6000 Ada Generation", 48, 47.99, "ada", 364.2, 960, _PCIE4, p2p=True),
+        _pcie(
+            "rtx-3050-6gb",
+            "GeForce RTX 3050 6GB",
+            6,
+            6.0,
+            "ampere",
+            13.5,
+            168,
+            _PCIE4 / 2,
+            p2p=False,
+            lanes="x8",
+        ),
+        _pcie("3090", "GeForce RTX 3090", 24, 24.0, "ampere", 71.0, 936, _PCIE4, p2p=False),
+        _pcie("4090", "GeForce RTX 4090", 24, 23.99, "ada", 165.2, 1008, _PCIE4, p2p=False),
+        _pcie("5090", "GeForce RTX 5090", 32, 31.84, "blackwell", 209.5, 1792, _PCIE5, p2p=False),
+        _pcie("l40s", "L40S", 48, 44.99, "ada", 362.05, 864, _PCIE4, p2p=True),
+        _pcie("a10g", "A10G (AWS)", 24, 22.49, "ampere", 70.0, 600, _PCIE4, p2p=True),
         _sxm("a100-40", "A100 40GB SXM", 40, 40.0, "ampere", 312.0, 1555, _NVLINK3_NCCL, _PCIE4),
         _sxm("a100-80", "A100 80GB SXM", 80, 80.0, "ampere", 312.0, 2039, _NVLINK3_NCCL, _PCIE4),
-        Gpu(
-            "a100-80-pcie",
-            "A100 80GB PCIe",
-            80,
-            80.0,
-            "ampere",
-            True,
-            312.0,
-            1935,
-            _PCIE4,
-            _PCIE4,
-            "PCIe 4.0 x16 with peer-to-peer (no NVLink bridge)",
-            "datacenter",
-        ),
+        _pcie("a100-80-pcie", "A100 80GB PCIe", 80, 80.0, "ampere", 312.0, 1935, _PCIE4, p2p=True, dc=True),
         _sxm("h100", "H100 80GB SXM", 80, 79.65, "hopper", 989.0, 3350, _NVLINK4_NCCL, _PCIE5),
         _sxm("h200", "H200 141GB SXM", 141, 140.4, "hopper", 989.0, 4800, _NVLINK4_NCCL, _PCIE5),
     ]

@@ -41,6 +41,14 @@ def print_plan(plan: Plan, console: Console | None = None) -> None:
     host = a.host
     limit = f" of {a.host_limit_gib:g} GiB given" if a.host_limit_gib is not None else ""
     console.print(f"host RAM per node: ~{host.peak_bytes / 2**30:.1f} GiB{limit}", highlight=False)
+    cluster = plan.cluster
+    if cluster.nodes > 1:
+        origin = "assumed: set --inter-node-gbit for yours" if cluster.inter_node_assumed else "as given"
+        console.print(
+            f"inter-node bandwidth: {cluster.inter_node_gbit:g} Gbit/s = {cluster.inter_node_gbs:g} GB/s "
+            f"per node ({origin})",
+            highlight=False,
+        )
     if plan.time is not None:
         t = plan.time
         line = (
