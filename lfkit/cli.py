@@ -13,7 +13,7 @@ import typer
 
 from lfkit import __version__
 from lfkit.data_tools.cli import app as data_app
-from lfkit.planning.cli import plan_command, recipe_app
+from lfkit.planning.cli import plan_app, recipe_app
 from lfkit.reporting.cli import app as results_app
 
 app = typer.Typer(
@@ -26,7 +26,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.add_typer(recipe_app, name="recipe")
 app.add_typer(results_app, name="results")
-app.command("plan")(plan_command)
+app.add_typer(plan_app, name="plan")
 
 
 def _version(value: bool) -> None:

@@ -1,9 +1,15 @@
 """Keep each recipe header's ``# Estimate:`` line equal to what ``lfkit plan`` says today.
 
 Every catalog recipe carries a ``# Plan:`` line with the exact ``lfkit plan`` command for its
-hardware, and an ``# Estimate:`` line with that command's result (peak memory per GPU, fit,
-samples/s). Typed by hand such figures go stale the moment the planner or the recipe changes;
-here they are computed, rewritten in place (``lfkit recipe estimates --write``) and compared
+hardware, and an ``# Estimate:`` line with that command's result (peak memory per GPU in GiB, the
+verdict, samples/s when it can run). The Plan line's syntax::
+
+    # Plan:      lfkit plan RECIPE --gpu NAME[xGPUS_PER_NODE] [--nodes N] [--inter-node-gbit G]
+    #                       [--samples N] [--model-size SIZE] [--tokens-per-sample T]
+
+(one line; ``--nodes`` for multi-node recipes, ``--inter-node-gbit`` for the network they assume).
+Typed by hand such figures go stale the moment the planner or the recipe changes; here they are
+computed, rewritten in place (``lfkit recipe estimates --write``) and compared
 (the default, which exits non-zero on drift, as the test suite does).
 """
 
@@ -24,13 +30,26 @@ class CatalogError(ValueError):
     """A recipe header whose Plan line cannot be run."""
 
 
-@dataclass
+_OPTIONS = ("--gpu", "--nodes", "--inter-node-gbit", "--samples", "--model-size", "--tokens-per-sample")
+
+
+@dataclass(frozen=True)
 class PlanLine:
+    """A recipe header's ``# Plan:`` command, parsed."""
+
     recipe: str
     gpu: str
-    samples: int | None
-    model_size: str | None
-    tokens_per_sample: int | None
+    nodes: int = 1
+    inter_node_gbit: float | None = None
+    samples: int | None = None
+    model_size: str | None = None
+    tokens_per_sample: int | None = None
+
+    def cluster(self):
+        from lfkit.planning.gpus import Cluster, parse_gpu_spec
+
+        gpu, count = parse_gpu_spec(self.gpu)
+        return Cluster.of(gpu, count, self.nodes, self.inter_node_gbit)
 
 
 def read_plan_line(path: Path) -> PlanLine | None:
@@ -56,32 +75,43 @@ def read_plan_line(path: Path) -> PlanLine | None:
             i += 1
     if len(positional) != 1 or "--gpu" not in opts:
         raise CatalogError(f"{path}: Plan line must be `lfkit plan RECIPE --gpu NAME[xN] [...]`")
-    unknown = set(opts) - {"--gpu", "--samples", "--model-size", "--tokens-per-sample"}
+    unknown = set(opts) - set(_OPTIONS)
     if unknown:
         raise CatalogError(f"{path}: Plan line has unknown option(s) {', '.join(sorted(unknown))}")
-    return PlanLine(
-        recipe=positional[0],
-        gpu=opts["--gpu"],
-        samples=int(opts["--samples"]) if "--samples" in opts else None,
-        model_size=opts.get("--model-size"),
-        tokens_per_sample=int(opts["--tokens-per-sample"]) if "--tokens-per-sample" in opts else None,
-    )
+    try:
+        return PlanLine(
+            recipe=positional[0],
+            gpu=opts["--gpu"],
+            nodes=int(opts.get("--nodes", 1)),
+            inter_node_gbit=float(opts["--inter-node-gbit"]) if "--inter-node-gbit" in opts else None,
+            samples=int(opts["--samples"]) if "--samples" in opts else None,
+            model_size=opts.get("--model-size"),
+            tokens_per_sample=int(opts["--tokens-per-sample"]) if "--tokens-per-sample" in opts else None,
+        )
+    except ValueError as err:
+        raise CatalogError(f"{path}: Plan line: {err}") from None
 
 
-def estimate_line(plan: dict) -> str:
-    """The one-line summary a recipe header carries; a blocked plan says why it cannot run."""
-    verdict = "fits" if plan["fits"] else "does NOT fit"
-    if plan["blocking"]:
-        verdict += (" but" if plan["fits"] else ", and") + " cannot run: " + " and ".join(plan["blocking"])
-    t = plan["time"]
+def estimate_line(plan) -> str:
+    """The one-line summary a recipe header carries (a :class:`~lfkit.planning.plan.Plan`).
+
+    A plan that cannot run says why and gives no throughput.
+    """
+    memory = plan.assessment.memory
     line = (
-        f"# Estimate:  {plan['peak_memory_gb']:.1f} GiB peak per GPU of "
-        f"{plan['usable_memory_gb']:.1f} usable: {verdict}; "
-        f"~{t['samples_per_s']:.2f} samples/s at {t['tokens_per_sample']} tokens/sample"
+        f"# Estimate:  {memory.peak_gib:.1f} GiB peak per GPU of {plan.cluster.gpu.memory_gib:g} GiB: "
+        f"{plan.verdict}"
     )
-    if plan.get("kl_beta"):
-        return line + " (lfkit plan, uncalibrated; kl_beta's extra forward and KL tensors not modelled)"
-    return line + " (lfkit plan, uncalibrated)"
+    if plan.time is not None:
+        t = plan.time
+        line += f"; ~{t.samples_per_s:.2f} samples/s ({t.step_s:.1f} s/step)"
+        line += f" at {t.tokens_per_sample} tokens/sample"
+    if plan.cluster.nodes > 1:
+        origin = "assumed" if plan.cluster.inter_node_assumed else "given"
+        line += f"; inter-node {plan.cluster.inter_node_gbit:g} Gbit/s per node ({origin})"
+    if plan.assessment.host.offload:
+        line += f"; host RAM ~{plan.assessment.host.peak_bytes / 2**30:.0f} GiB per node"
+    return line + " (lfkit plan)"
 
 
 def expected_estimate(path: Path) -> tuple[str | None, str]:
@@ -90,7 +120,6 @@ def expected_estimate(path: Path) -> tuple[str | None, str]:
     A recipe without a Plan line is a :class:`CatalogError`, not a silent skip: its figures would
     otherwise never be checked.
     """
-    from lfkit.planning.gpus import parse_gpu_spec
     from lfkit.planning.plan import plan_for_recipe_file
 
     plan_line = read_plan_line(path)
@@ -99,15 +128,14 @@ def expected_estimate(path: Path) -> tuple[str | None, str]:
     if plan_line is None:
         raise CatalogError(
             f"{path}: no '# Plan:' line; every catalog recipe carries one "
-            "(# Plan:      lfkit plan RECIPE --gpu NAME[xN] [--samples N]) and its '# Estimate:' line"
+            "(# Plan:      lfkit plan RECIPE --gpu NAME[xN] [--nodes N] [--samples N]) "
+            "and its '# Estimate:' line"
         )
     if Path(plan_line.recipe).name != path.name:
         raise CatalogError(f"{path}: Plan line plans {plan_line.recipe}, not this recipe")
-    gpu, count = parse_gpu_spec(plan_line.gpu)
     plan = plan_for_recipe_file(
         path,
-        gpu,
-        count,
+        plan_line.cluster(),
         model_size=plan_line.model_size,
         samples=plan_line.samples,
         tokens_per_sample=plan_line.tokens_per_sample,

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import typer
+from typer.core import TyperGroup
 
 from lfkit.planning.gpus import GPUS
 
@@ -170,14 +171,39 @@ def random_model_command(
     typer.echo(f"random-weight {name} written to {path}")
 
 
+class _PlanGroup(TyperGroup):
+    """``lfkit plan RECIPE ...`` runs the default command (estimate); ``lfkit plan calibrate`` its own."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["estimate", *args]
+        return super().parse_args(ctx, args)
+
+
+plan_app = typer.Typer(
+    cls=_PlanGroup,
+    help="Estimate memory and time of a recipe on given GPUs (`lfkit plan RECIPE --gpu NAMExCOUNT`); "
+    "`lfkit plan calibrate` fits and checks the time model against measurements.",
+    no_args_is_help=True,
+)
+
+
+@plan_app.command("estimate")
 def plan_command(
     recipe: Path = typer.Argument(..., exists=True, dir_okay=False, help="A LlamaFactory YAML recipe."),
     gpu: str = typer.Option(
         ...,
         "--gpu",
-        help="GPU model and count, NAME\\[xCOUNT]: 2080tix2, rtx-6000-adax2, h100, a100-80x8. Known: "
+        help="GPU model and GPUs per node, NAME[xCOUNT]: 2080tix2, rtx-6000-adax2, h100, h200x8. Known: "
         + ", ".join(GPUS)
         + ".",
+    ),
+    nodes: int = typer.Option(1, "--nodes", min=1, help="Number of machines, each with COUNT GPUs."),
+    inter_node_gbit: float = typer.Option(
+        None,
+        "--inter-node-gbit",
+        help="Network bandwidth of one node in Gbit/s (all its NICs together) when --nodes > 1. "
+        "Default: 200 per GPU on SXM data-centre parts, 100 per node otherwise; the plan says which.",
     ),
     model_size: str = typer.Option(
         None, "--model-size", help="Plan for another size of the model (14B, 8B, Qwen3-30B-A3B, ...)."
@@ -189,102 +215,90 @@ def plan_command(
         min=1,
         help="Mean tokens per sample (default cutoff_len: an upper bound).",
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print the estimate as JSON."),
+    host_ram_gib: float = typer.Option(
+        None, "--host-ram-gib", help="Host RAM per node in GiB: a plan over it does not fit (exit 1)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON (memory in GiB and GB keys)."),
 ) -> None:
-    """Estimate peak GPU memory per device and training time for a recipe on given GPUs.
+    """Estimate peak GPU memory per device, host RAM and training time for a recipe on given GPUs.
 
-    Memory: weights (16-bit, 4/8-bit), LoRA/DoRA adapters, gradients and AdamW state,
-    activations with or without gradient checkpointing, logits, DeepSpeed ZeRO-1/2/3
-    sharding and CPU offload. Time: FLOPs per token at an assumed fraction of the GPU's
-    peak plus communication. Says whether it fits in memory ("fits") and whether it can run at
-    all ("runs": false too when a setting is blocked on the GPU, e.g. bf16 on Turing), and
-    what to change, following the team's decision tree (<=8B full is fine, 13-30B prefer
-    LoRA, >=30B LoRA required, <16 GB QLoRA). With kl_beta, a frozen reference copy (freeze,
-    full, kl_ref_model) is counted; the KL term's extra forward pass and tensors are not.
-    The model shape comes from config.json when model_name_or_path is a local directory,
-    else from a table of known models. **Uncalibrated**: first-principles figures.
+    Memory (GiB = 2^30 bytes, as nvidia-smi counts): weights (16-bit, 4/8-bit), adapters,
+    gradients and AdamW state, activations per method with or without gradient checkpointing
+    and Liger kernels, the logits' backward peak, kl_beta's tensors and reference model, DeepSpeed
+    ZeRO-1/2/3 sharding, gathered parameters and CPU offload, CUDA context and allocator reserve.
+    Time: FLOPs per token at a utilisation fitted to measurements (`lfkit plan calibrate`), plus
+    the communication the setup cannot hide, inside a node and across --nodes. Suggestions are
+    recipe changes (YAML keys) that were re-estimated and help: make it fit or run, or run faster.
+
+    Exit status: 0 fits and runs; 1 does not fit (GPU memory, or --host-ram-gib); 3 cannot run on
+    this hardware whatever the memory (bf16 or FlashAttention-2 on Turing, pure_bf16 with ZeRO-3, a
+    DeepSpeed train_batch_size that the GPU count contradicts, kl_beta with Liger or ChatTS);
+    2 bad input. A plan that cannot run gives no throughput.
     """
-    from lfkit.planning.gpus import GpuSpecError, parse_gpu_spec
-    from lfkit.planning.memory import RecipeValueError
+    from lfkit.planning.gpus import Cluster, GpuSpecError, parse_gpu_spec
     from lfkit.planning.models import ModelShapeError
     from lfkit.planning.plan import plan_for_recipe_file
+    from lfkit.planning.render import print_plan
+    from lfkit.planning.training_setup import RecipeValueError
 
     try:
         gpu_model, count = parse_gpu_spec(gpu)
+        cluster = Cluster.of(gpu_model, count, nodes, inter_node_gbit)
         plan = plan_for_recipe_file(
             recipe,
-            gpu_model,
-            count,
+            cluster,
             model_size=model_size,
             samples=samples,
             tokens_per_sample=tokens_per_sample,
+            host_ram_gib=host_ram_gib,
         )
     except (GpuSpecError, ModelShapeError, RecipeValueError, ValueError) as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     if as_json:
-        typer.echo(json.dumps(plan, indent=2))
-        return
-    _print_plan(plan)
-
-
-def _print_plan(plan: dict) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    console = Console()
-    m, g = plan["model"], plan["gpu"]
-    ds = plan["deepspeed"]
-    zero = f"ZeRO-{ds['stage']}" if ds["stage"] else ("DDP" if plan["n_gpus"] > 1 else "single GPU")
-    if ds["offload_optimizer"] or ds["offload_param"]:
-        zero += " + CPU offload"
-    console.print(
-        f"[bold]{plan['recipe']}[/]: {m['name']} ({m['total_params_b']}B, from {m['source']}), "
-        f"{plan['method']}, {plan['precision']}, {zero}, "
-        f"on {plan['n_gpus']}x {g['name']} ({g['memory_gib']:g} GB)"
-    )
-    table = Table(title="Per-device memory (GiB)")
-    table.add_column("component")
-    table.add_column("GiB", justify="right")
-    for k, v in plan["memory_gb"].items():
-        table.add_row(k, f"{v:.2f}")
-    verdict = "[green]fits[/]" if plan["fits"] else "[red]does not fit[/]"
-    table.add_row("[bold]peak[/]", f"[bold]{plan['peak_memory_gb']:.2f}[/]")
-    console.print(table)
-    console.print(
-        f"peak {plan['peak_memory_gb']:.2f} GiB of {plan['usable_memory_gb']:.2f} usable: {verdict}"
-    )
-    n_blocking = len(plan["blocking"])
-    if plan["runs"]:
-        console.print("runs: [green]yes[/] (fits, nothing blocking)")
+        typer.echo(json.dumps(plan.to_json(), indent=2))
     else:
-        why = ["does not fit"] if not plan["fits"] else ["fits"]
-        if n_blocking:
-            why.append(f"{'but ' if plan['fits'] else ''}{n_blocking} blocking problem(s) below")
-        console.print(f"runs: [red]no[/] ({', '.join(why)})")
-    t = plan["time"]
-    line = (
-        f"throughput ~{t['samples_per_s']} samples/s ({t['step_seconds']} s/step, effective batch "
-        f"{t['effective_batch']}, {t['tokens_per_sample']} tokens/sample, MFU {t['mfu_assumed']})"
-    )
-    if "seconds" in t:
-        line += f"; {t.get('total_steps')} steps -> {t['seconds'] / 60:.1f} min"
-    console.print(line)
-    for b in plan["blocking"]:
-        console.print(f"[red]blocking:[/] {escape(b)}")
-    for r in plan["recommendation"]:
-        console.print(f"[cyan]advice:[/] {escape(r)}")
-    for n in plan["notes"] + plan["model"]["notes"]:
-        console.print(f"[dim]note: {escape(n)}[/]")
-    if plan.get("alternatives"):
-        alt = Table(title="Changes that were re-estimated")
-        alt.add_column("change")
-        alt.add_column("set keys")
-        alt.add_column("peak GiB", justify="right")
-        alt.add_column("fits")
-        for a in plan["alternatives"]:
-            keys = ", ".join(f"{k}={v}" for k, v in a["set"].items())
-            alt.add_row(a["change"], keys, f"{a['peak_memory_gb']:.2f}", "yes" if a["fits"] else "no")
-        console.print(alt)
-    console.print(f"[dim]{plan['calibration']}[/]")
+        print_plan(plan)
+    raise typer.Exit(int(plan.status))
+
+
+@plan_app.command("calibrate")
+def calibrate_command(
+    root: Path = typer.Option(
+        Path("."), "--root", help="The lfkit checkout (its recipes/ and results/ are read)."
+    ),
+    runs: Path = typer.Option(
+        None, "--runs", help="Recorded GPU runs to include (default ROOT/results/runs/gpu)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the fit and every residual as JSON."),
+    write: bool = typer.Option(
+        False, "--write", help="Store the fitted constants in ROOT/lfkit/planning/calibration.json."
+    ),
+) -> None:
+    """Fit the time model to every measurement and print the residual of each.
+
+    Measurements: the team's six throughput figures (recipe headers), every GPU run recorded
+    under results/runs/gpu (lfkit_run.json + trainer_log.jsonl + its recipe), the peak-memory
+    figures of issue 12 and the Liger ratios of issue 13. Prints which constants are fitted and
+    which are fixed, the fit's residual and the leave-one-out residual per measurement, and the
+    memory estimate beside each measured peak. lfkit plan uses the stored constants: after new
+    GPU runs, run with --write, then `lfkit recipe estimates --write`.
+    """
+    from lfkit.planning.calibration import calibrate, stored_path, write_calibration
+    from lfkit.planning.render import print_calibration
+
+    if not (root / "recipes").is_dir():
+        typer.secho(
+            f"error: {root} has no recipes/: pass --root with the lfkit checkout",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise typer.Exit(2)
+    report = calibrate(root, runs)
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        print_calibration(report)
+    if write:
+        path = write_calibration(report, root)
+        typer.echo(f"wrote {path}" if path == stored_path(root) else str(path), err=as_json)

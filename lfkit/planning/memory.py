@@ -1,195 +1,166 @@
-"""Per-device peak GPU memory of a LlamaFactory training run, from first principles.
+"""Per-device peak GPU memory of a LlamaFactory 0.9.5 training run, as ``nvidia-smi`` shows it.
 
-The estimate adds up what a run keeps on each GPU, following what LlamaFactory 0.9.5,
-transformers, PEFT and DeepSpeed actually allocate:
+The estimate adds what one GPU holds at the worst moment of a step, term by term, each term
+derived from what PyTorch, transformers 5, PEFT, bitsandbytes and DeepSpeed allocate:
 
-* weights: frozen parameters in the compute dtype (2 bytes), or 4-bit / 8-bit bitsandbytes
-  storage for the decoder's ``nn.Linear`` layers (embeddings, norms and fused MoE experts stay
-  16-bit); trainable parameters are upcast to fp32 by LlamaFactory (``pure_bf16`` keeps them
-  16-bit). Under DeepSpeed the engine holds 16-bit working weights instead.
-* gradients and AdamW state: 4 + 8 bytes per trainable parameter (fp32 grads, two fp32
-  moments); DeepSpeed keeps 16-bit grads plus an fp32 master copy and two moments (2 + 12).
-  ZeRO-1 shards the optimizer state over the GPUs, ZeRO-2 also the gradients, ZeRO-3 also the
-  weights; ``offload_optimizer`` moves the optimizer state to CPU RAM and ``offload_param``
-  moves the ZeRO-3 weight shards there, leaving a gathered working set on the GPU.
-* activations for the longest batch (``per_device_train_batch_size`` x ``cutoff_len``
-  tokens): with gradient checkpointing (LlamaFactory's default) one hidden state per layer
-  plus one layer recomputed in backward; without it every layer's saved tensors. The
-  logits are counted apart: bf16 logits, their fp32 upcast for the loss and its gradient.
-* the CUDA context, outside PyTorch's allocator but inside the card's memory.
-* ``kl_beta`` (lfkit plugin): freeze/full tuning, or LoRA with ``kl_ref_model``, loads a frozen
-  reference model, one more copy of the weights in the compute dtype, per GPU unless ZeRO-3 shards
-  it. LoRA alone uses the model with its adapters disabled: no copy. The KL term's float32
-  [response tokens x vocabulary] tensors and its extra forward pass are *not* modelled; the plan
-  says so in a note.
+* **weights**: frozen parameters in the compute dtype (2 bytes), bitsandbytes 4/8-bit storage for
+  the decoder's ``nn.Linear`` layers (embeddings, norms and fused MoE experts stay 16-bit);
+  trainable parameters upcast to fp32 by LlamaFactory (``pure_bf16`` keeps them 16-bit). Under
+  DeepSpeed the engine holds 16-bit working weights; ZeRO-3 shards them over every GPU of every
+  node, and ``offload_param`` moves the shards to CPU RAM.
+* **gradients and optimizer state**: without DeepSpeed 4 + 8 bytes per trainable parameter (fp32
+  gradients, two fp32 Adam moments) and, on several GPUs, DDP's gradient buckets (4 more). Under
+  DeepSpeed, the same split as DeepSpeed's own estimators (``estimate_zero2/3_model_states_mem_needs``):
+  16-bit gradients with ZeRO-1/2 (2, sharded from ZeRO-2 on; ZeRO-3 reduces straight into the fp32
+  partition) and 16 bytes of optimizer state (fp32 master weights, fp32 gradient partition, two
+  Adam moments), sharded, or in CPU RAM with ``offload_optimizer`` (the host side:
+  :mod:`lfkit.planning.host_memory`).
+* **ZeRO-3 gathered parameters**: the layer being computed, the prefetch (DeepSpeed always fetches
+  at least one whole parameter, whatever ``stage3_prefetch_bucket_size`` says), and the embedding
+  *and* the ``lm_head`` together: the prefetcher gathers ``lm_head`` while the embedding's gathered
+  buffer (same size, 1.09 GB for a 7B Qwen2.5) still holds its allocator segment, so both count.
+  Parameters under ``stage3_param_persistence_threshold`` (norms, biases) stay gathered.
+* **activations**, per token per layer, from what autograd saves (see :func:`layer_activations`),
+  for ``per_device_train_batch_size x cutoff_len`` tokens. With gradient checkpointing (LlamaFactory's
+  default) each layer keeps only its input and one layer is recomputed in backward; without it every
+  layer keeps its saved tensors. Liger kernels (``enable_liger_kernel``) save less in RMSNorm and
+  SwiGLU and never materialise the full logits.
+* **logits**: the loss's backward peak is 12 bytes per [token x vocabulary] entry (the fp32
+  log-softmax output cross-entropy saves, its incoming gradient and the gradient it produces; the
+  bf16 logits are gone by then). ``kl_beta`` adds the KL term's float32 tensors (the reference's
+  log-probabilities, the model's, and their gradient: 12 bytes per response entry) and keeps the
+  bf16 logits alive (2 per entry); response tokens are taken as all tokens (an upper bound).
+* **CUDA context** (and NCCL's buffers in a distributed run), outside PyTorch's allocator but in
+  ``nvidia-smi``; and the **allocator reserve**: PyTorch's caching allocator holds more than the
+  tensors alive at the peak (rounding and fragmentation).
 
-Assumptions that a measurement should replace are named constants below. The estimate is
-uncalibrated: no GPU run has been measured against it yet (see docs in recipes/README.md).
+The peak is the larger of the backward pass (everything static, the saved activations, and the
+larger of the loss backward and one layer's backward) and the optimizer step (with
+``optim: adamw_torch``'s temporaries). The estimate is compared with measured peaks in
+``lfkit plan calibrate`` (:mod:`lfkit.planning.measurements`).
 """
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 from lfkit.planning.models import ModelShape
+from lfkit.planning.training_setup import TrainingSetup
+from lfkit.planning.units import GB, GIB
 
-GIB = 1024**3
-CUDA_CONTEXT_GIB = 0.6  # CUDA context + cuBLAS workspace, outside torch's allocator
-ALLOCATOR_HEADROOM = 0.95  # fraction of the card usable before fragmentation bites
+CUDA_CONTEXT_BYTES = 0.6 * GIB  # CUDA context + cuBLAS/cuDNN workspaces, outside torch's allocator
+NCCL_BUFFERS_BYTES = 0.25 * GIB  # NCCL communicators' buffers when torch.distributed is initialised
+ALLOCATOR_RESERVE = 0.05  # caching-allocator overhead, as a fraction of the tensors alive at the peak
+LOGIT_PEAK_BYTES = 12  # per [token x vocab] entry at the loss's backward (3 fp32 tensors)
+KL_BYTES_PER_ENTRY = 12  # kl_beta: reference log-probs, model log-probs, their gradient (fp32)
+KL_HELD_LOGITS_BYTES = 2  # kl_beta: the bf16 logits stay referenced while the KL term is built
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit + 8-bit absmax per 64 + fp32 per 256 blocks
 NF4_BYTES_NO_DOUBLE_QUANT = 0.5 + 4 / 64
 INT8_BYTES = 1.0 + 4 / 4096
-LOGIT_BYTES_PER_ENTRY = 10  # bf16 logits (2) + fp32 upcast (4) + fp32 grad / log-softmax (4)
+DEEPSPEED_STATE_BYTES = 16  # fp32 master + fp32 gradient partition + Adam m and v (DeepSpeed's 16 of 18)
 
 
-class RecipeValueError(ValueError):
-    """A recipe value the planner cannot interpret."""
+@dataclass(frozen=True)
+class LayerActivations:
+    """Bytes one token leaves saved for backward in one decoder layer, by what saves them."""
 
-
-@dataclass
-class DeepSpeedSetup:
-    """What the planner reads from a DeepSpeed JSON config."""
-
-    stage: int = 0
-    offload_optimizer: bool = False
-    offload_param: bool = False
-    reduce_bucket: float | None = None  # elements; None = 'auto' (hidden^2)
-    allgather_bucket: float = 5e8
-    prefetch_bucket: float | None = None
-    overlap_comm: bool = False
-    path: str | None = None
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> DeepSpeedSetup:
-        p = Path(path)
-        try:
-            cfg = json.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise RecipeValueError(f"deepspeed config {p} does not exist") from None
-        except json.JSONDecodeError as err:
-            raise RecipeValueError(f"{p}:{err.lineno}: not valid JSON ({err.msg})") from None
-        zero = cfg.get("zero_optimization") or {}
-
-        def device(key: str) -> bool:
-            return str((zero.get(key) or {}).get("device", "none")).lower() in ("cpu", "nvme")
-
-        def number(key: str, default: float | None) -> float | None:
-            value = zero.get(key, default)
-            return None if value == "auto" or value is None else float(value)
-
-        return cls(
-            stage=int(zero.get("stage", 0)),
-            offload_optimizer=device("offload_optimizer"),
-            offload_param=device("offload_param"),
-            reduce_bucket=number("reduce_bucket_size", None),
-            allgather_bucket=number("allgather_bucket_size", 5e8) or 5e8,
-            prefetch_bucket=number("stage3_prefetch_bucket_size", None),
-            overlap_comm=bool(zero.get("overlap_comm", False)),
-            path=str(p),
-        )
-
-
-@dataclass
-class TrainingSetup:
-    """The recipe values the estimate depends on, normalised."""
-
-    method: str  # lora | freeze | full
-    lora_rank: int = 8
-    lora_targets: list[str] = field(default_factory=lambda: ["all"])
-    lora_dropout: float = 0.0
-    dora: bool = False
-    quantization_bit: int | None = None
-    double_quantization: bool = True
-    freeze_layers: int = 2
-    compute_bytes: int = 2
-    bf16: bool = False
-    fp16: bool = False
-    pure_bf16: bool = False
-    gradient_checkpointing: bool = True
-    batch_size: int = 1
-    grad_accum: int = 1
-    cutoff_len: int = 2048
-    flash_attn: str = "auto"
-    deepspeed: DeepSpeedSetup = field(default_factory=DeepSpeedSetup)
-    epochs: float = 3.0
-    max_steps: int = -1
-    optim: str = "adamw_torch_fused"
-    kl_beta: float = 0.0  # lfkit plugin key: KL to a reference model (lfkit.plugin.kl_loss)
-    kl_ref_model: str | None = None
-
-    @classmethod
-    def from_recipe(cls, recipe: dict[str, Any], base_dir: Path | None = None) -> TrainingSetup:
-        """Read the keys that matter, with LlamaFactory's own defaults for absent ones."""
-        method = str(recipe.get("finetuning_type", "lora"))
-        if method not in ("lora", "freeze", "full"):
-            raise RecipeValueError(
-                f"finetuning_type: {method!r} is not one the planner models (lora, freeze, full)"
-            )
-        targets = recipe.get("lora_target", "all")
-        targets = [t.strip() for t in targets.split(",")] if isinstance(targets, str) else list(targets)
-        ds = DeepSpeedSetup()
-        if recipe.get("deepspeed"):
-            ds_path = Path(str(recipe["deepspeed"]))
-            if not ds_path.is_absolute() and base_dir is not None and not ds_path.exists():
-                # llamafactory-cli resolves it from the launch directory; planning from elsewhere,
-                # try the recipe's directory and its parents (recipes name recipes/deepspeed/...).
-                found = [d / ds_path for d in (base_dir, *base_dir.parents) if (d / ds_path).is_file()]
-                ds_path = found[0] if found else ds_path
-            ds = DeepSpeedSetup.from_file(ds_path)
-        bf16, fp16, pure = bool(recipe.get("bf16")), bool(recipe.get("fp16")), bool(recipe.get("pure_bf16"))
-        gc = not recipe.get("disable_gradient_checkpointing", False)
-        qbit = recipe.get("quantization_bit")
-        return cls(
-            method=method,
-            lora_rank=int(recipe.get("lora_rank", 8)),
-            lora_targets=targets,
-            lora_dropout=float(recipe.get("lora_dropout", 0.0)),
-            dora=bool(recipe.get("use_dora", False)),
-            quantization_bit=int(qbit) if qbit is not None else None,
-            double_quantization=bool(recipe.get("double_quantization", True)),
-            freeze_layers=int(recipe.get("freeze_trainable_layers", 2)),
-            compute_bytes=2 if (bf16 or fp16 or pure) else 4,
-            bf16=bf16,
-            fp16=fp16,
-            pure_bf16=pure,
-            gradient_checkpointing=gc,
-            batch_size=int(recipe.get("per_device_train_batch_size", 8)),
-            grad_accum=int(recipe.get("gradient_accumulation_steps", 1)),
-            cutoff_len=int(recipe.get("cutoff_len", 2048)),
-            flash_attn=str(recipe.get("flash_attn", "auto")),
-            deepspeed=ds,
-            epochs=float(recipe.get("num_train_epochs", 3.0)),
-            max_steps=int(recipe.get("max_steps", -1)),
-            optim=str(recipe.get("optim", "adamw_torch_fused")),
-            kl_beta=float(recipe.get("kl_beta") or 0.0),
-            kl_ref_model=str(recipe["kl_ref_model"]) if recipe.get("kl_ref_model") else None,
-        )
+    norms: float  # the two RMSNorms: their fp32 input (Qwen upcasts), or Liger's bf16 input
+    attention: float  # q, k, v, the attention output and its log-sum-exp (SDPA / FlashAttention)
+    mlp: float  # gate and up projections and the activation (Liger's SwiGLU: two of the three)
+    adapters: float  # LoRA/DoRA: each adapted layer's input copy, LoRA's rank-r middle, DoRA's outputs
+    trainable_inputs: float  # trainable weights (full / freeze): the inputs their gradients need
 
     @property
-    def kl_reference_copy(self) -> bool:
-        """Whether ``kl_beta`` loads a frozen reference model (LoRA without kl_ref_model does not)."""
-        return self.kl_beta > 0 and (self.method != "lora" or self.kl_ref_model is not None)
+    def total(self) -> float:
+        return self.norms + self.attention + self.mlp + self.adapters + self.trainable_inputs
 
 
-@dataclass
+def layer_activations(shape: ModelShape, setup: TrainingSetup, *, trainable: bool) -> LayerActivations:
+    """What autograd saves per token in one layer (``trainable``: this layer's weights train).
+
+    Frozen ``nn.Linear`` layers save nothing (their weight gradient, the only use of their input,
+    is not needed), and neither do rotary embeddings (cos/sin are constants) nor RMSNorm's
+    multiplication by a frozen weight. With LoRA, PEFT casts each adapted layer's input to the
+    adapter's fp32 dtype and autocast casts it back to 16-bit for the matmul: that 16-bit copy is
+    saved, once per adapted layer (q, k and v each keep their own). SDPA with a padding mask runs
+    the memory-efficient kernel on k and v repeated to every query head (transformers'
+    ``repeat_kv``); FlashAttention-2 keeps them at their grouped size.
+    """
+    b = setup.compute_bytes
+    h, heads = shape.hidden_size, shape.num_heads
+    q, kv = heads * shape.head_dim, shape.num_kv_heads * shape.head_dim
+    norms = 2 * (2 * h if setup.liger else 4 * h)
+    kv_saved = kv if setup.flash_attn == "fa2" else q
+    attention = b * (q + 2 * kv_saved + q) + 4 * heads
+    if setup.flash_attn in ("disabled", "eager"):
+        attention += heads * setup.cutoff_len * 2 * b  # eager: softmax probabilities (and scores)
+    per_expert = 2 if setup.liger else 3
+    if shape.num_experts:
+        mlp = shape.experts_per_token * per_expert * shape.moe_intermediate_size * b
+        mlp += shape.num_experts * 4  # router logits, fp32
+    else:
+        mlp = per_expert * shape.intermediate_size * b
+    adapters = 0.0
+    if setup.method == "lora":
+        linear = shape.linear_shapes()
+        names = linear if "all" in setup.lora_targets else [n for n in setup.lora_targets if n in linear]
+        for name in names:
+            fan_in, fan_out = linear[name]
+            adapters += b * (fan_in + setup.lora_rank)
+            if setup.lora_dropout > 0:
+                adapters += fan_in  # dropout's boolean mask
+            if setup.dora:
+                adapters += 2 * b * fan_out  # base and LoRA outputs, kept for the magnitude's gradient
+    trainable_inputs = 0.0
+    if trainable:
+        widest = (
+            shape.experts_per_token * shape.moe_intermediate_size
+            if shape.num_experts
+            else shape.intermediate_size
+        )
+        trainable_inputs = b * (h + q + h + widest) + 2 * b * h  # q/k/v, o, gate/up, down inputs; norms
+    return LayerActivations(norms, attention, mlp, adapters, trainable_inputs)
+
+
+@dataclass(frozen=True)
+class Component:
+    """One term of the estimate: bytes per GPU, and what they are."""
+
+    name: str
+    bytes: float
+    what: str
+
+
+@dataclass(frozen=True)
 class MemoryEstimate:
-    """Per-device bytes by component, and the peak."""
+    """Per-GPU peak bytes as the sum of named components (they add up to ``peak_bytes``)."""
 
-    components: dict[str, float]
+    components: tuple[Component, ...]
     trainable_params: int
-    peak_bytes: float
-    notes: list[str]
+    peak_phase: str  # "backward" or "optimizer step"
+    notes: tuple[str, ...]
+
+    @property
+    def peak_bytes(self) -> float:
+        return sum(c.bytes for c in self.components)
 
     @property
     def peak_gib(self) -> float:
         return self.peak_bytes / GIB
 
-    def components_gib(self) -> dict[str, float]:
-        return {k: round(v / GIB, 3) for k, v in self.components.items()}
+    def get(self, name: str) -> float:
+        return sum(c.bytes for c in self.components if c.name == name)
+
+    def to_json(self) -> dict:
+        return {
+            "peak_gib": round(self.peak_gib, 3),
+            "peak_gb": round(self.peak_bytes / GB, 3),
+            "peak_phase": self.peak_phase,
+            "components_gib": {c.name: round(c.bytes / GIB, 3) for c in self.components},
+            "components_what": {c.name: c.what for c in self.components},
+            "trainable_params": self.trainable_params,
+        }
 
 
 def trainable_params(shape: ModelShape, setup: TrainingSetup) -> int:
@@ -197,149 +168,228 @@ def trainable_params(shape: ModelShape, setup: TrainingSetup) -> int:
     if setup.method == "full":
         return shape.total_params
     if setup.method == "freeze":
-        layers = min(abs(setup.freeze_layers), shape.num_layers)
-        return layers * shape.layer_params
-    return shape.lora_params(setup.lora_targets, setup.lora_rank, setup.dora)
+        return _freeze_layers(shape, setup) * shape.layer_params
+    return shape.lora_params(list(setup.lora_targets), setup.lora_rank, setup.dora)
 
 
-def _weight_bytes(shape: ModelShape, setup: TrainingSetup, trainable: int) -> float:
-    """Bytes of all model weights on one device before any ZeRO-3 sharding."""
+def _freeze_layers(shape: ModelShape, setup: TrainingSetup) -> int:
+    return min(abs(setup.freeze_layers), shape.num_layers)
+
+
+def frozen_weight_bytes(shape: ModelShape, setup: TrainingSetup) -> float:
+    """Bytes of the weights that do not train, in their stored form (16-bit or 4/8-bit)."""
     half = setup.compute_bytes
-    base = shape.total_params
     if setup.quantization_bit in (4, 8):
-        per = (
-            (NF4_BYTES if setup.double_quantization else NF4_BYTES_NO_DOUBLE_QUANT)
-            if (setup.quantization_bit == 4)
-            else INT8_BYTES
-        )
-        frozen = shape.quantizable_params * per + (base - shape.quantizable_params) * half
-    else:
-        frozen_count = base - (trainable if setup.method != "lora" else 0)
-        frozen = frozen_count * half
-    if setup.deepspeed.stage:
-        # The DeepSpeed engine runs 16-bit working weights; the fp32 copy is the master state.
-        return frozen + trainable * half if setup.method == "lora" else base * half
-    trainable_bytes = trainable * (half if setup.pure_bf16 else 4)
-    return frozen + trainable_bytes
+        per = INT8_BYTES
+        if setup.quantization_bit == 4:
+            per = NF4_BYTES if setup.double_quantization else NF4_BYTES_NO_DOUBLE_QUANT
+        return shape.quantizable_params * per + (shape.total_params - shape.quantizable_params) * half
+    if setup.method == "lora":
+        return shape.total_params * half
+    return (shape.total_params - trainable_params(shape, setup)) * half
 
 
-def _activation_bytes(shape: ModelShape, setup: TrainingSetup) -> tuple[float, float]:
-    """(hidden activations, logits) in bytes for one micro-batch of the longest sequences."""
+def _activation_phase(shape: ModelShape, setup: TrainingSetup) -> tuple[float, float, float, str]:
+    """(saved activations, loss-backward transient, layer-backward transient, note) in bytes."""
     tokens = setup.batch_size * setup.cutoff_len
     b = setup.compute_bytes
-    h, q, kv = shape.hidden_size, shape.num_heads * shape.head_dim, shape.num_kv_heads * shape.head_dim
-    if shape.num_experts:
-        mlp = 4 * shape.experts_per_token * shape.moe_intermediate_size * b + shape.experts_per_token * h * b
-        mlp += shape.num_experts * 4  # router logits in fp32
+    h = shape.hidden_size
+    frozen_layer = layer_activations(shape, setup, trainable=False).total
+    trained_layer = layer_activations(shape, setup, trainable=True).total
+    n_layers = shape.num_layers
+    if setup.method == "full":
+        layer_bytes = [trained_layer] * n_layers
+    elif setup.method == "freeze":
+        # LlamaFactory checkpoints (and asks input gradients of) only layers with trainable
+        # parameters; the frozen layers below run without autograd and keep nothing.
+        layer_bytes = [trained_layer] * _freeze_layers(shape, setup)
     else:
-        mlp = 4 * shape.intermediate_size * b  # gate, up, act(gate), act(gate)*up
-    # RMSNorm saves its fp32 input (Qwen upcasts) and 16-bit output, twice per layer;
-    # attention saves q, k, v, the rotary q and k, and its output.
-    per_token_layer = 2 * (4 * h + b * h) + b * (2 * q + 3 * kv + q) + mlp
-    if setup.method == "lora":
-        adapted = shape.linear_shapes()
-        names = adapted if "all" in setup.lora_targets else [n for n in setup.lora_targets if n in adapted]
-        # PEFT casts each adapted layer's input to the fp32 adapter dtype; dropout keeps another copy.
-        extra = sum(adapted[n][0] for n in names) * (4 + (b if setup.lora_dropout > 0 else 0))
-        per_token_layer += extra
-    attn_scores = 0.0
-    if setup.flash_attn in ("disabled", "eager"):
-        attn_scores = setup.batch_size * shape.num_heads * setup.cutoff_len**2 * (b + b)
-    layer = tokens * per_token_layer + attn_scores
+        layer_bytes = [frozen_layer] * n_layers
+    final = h * (4 + b)  # final norm's fp32 input and the hidden state the lm_head reads
     if setup.gradient_checkpointing:
-        # Non-reentrant checkpointing per decoder layer: each layer's input, plus one layer
-        # recomputed in backward together with its gradient buffers.
-        hidden = shape.num_layers * tokens * h * b + 2 * layer
+        saved = tokens * (len(layer_bytes) * h * b + final)
+        recompute = tokens * max(layer_bytes)
     else:
-        hidden = shape.num_layers * layer
-    logits = tokens * shape.vocab_size * LOGIT_BYTES_PER_ENTRY
-    return hidden, logits
+        saved = tokens * (sum(layer_bytes) + final)
+        recompute = 0.0
+    widest = (
+        shape.experts_per_token * shape.moe_intermediate_size
+        if shape.num_experts
+        else shape.intermediate_size
+    )
+    workspace = tokens * 3 * b * max(widest, h)  # gradient buffers of the layer in backward
+    vocab = shape.vocab_size
+    if setup.liger:
+        # Liger's fused linear cross-entropy: logits in chunks of next_pow2(tokens / ceil(V / h)).
+        chunk = 2 ** math.ceil(math.log2(max(1, math.ceil(tokens / math.ceil(vocab / h)))))
+        logits = chunk * vocab * (b + 4) + tokens * h * 4
+        note = "logits: Liger's fused linear cross-entropy (chunked, never the full [tokens x vocab])"
+    else:
+        logits = tokens * vocab * LOGIT_PEAK_BYTES
+        note = f"logits: {LOGIT_PEAK_BYTES} bytes per [token x vocab] entry (fp32 log-softmax, gradients)"
+    if setup.kl_beta > 0:
+        logits += tokens * vocab * (KL_BYTES_PER_ENTRY + KL_HELD_LOGITS_BYTES)
+        note += (
+            f"; kl_beta adds {KL_BYTES_PER_ENTRY + KL_HELD_LOGITS_BYTES} per entry "
+            "(all tokens taken as response tokens: an upper bound)"
+        )
+    return saved, logits, recompute + workspace, note
 
 
-def estimate_memory(shape: ModelShape, setup: TrainingSetup, n_gpus: int) -> MemoryEstimate:
-    """Peak bytes per device for ``setup`` on ``n_gpus`` data-parallel GPUs."""
+def estimate_memory(shape: ModelShape, setup: TrainingSetup, world_size: int) -> MemoryEstimate:
+    """Peak bytes per GPU for ``setup`` on ``world_size`` data-parallel GPUs (all nodes together)."""
     ds = setup.deepspeed
-    stage = ds.stage if n_gpus > 1 or ds.stage else 0
-    shards = max(n_gpus, 1)
+    stage = ds.stage
+    shards = max(world_size, 1)
+    half = setup.compute_bytes
     notes: list[str] = []
     t = trainable_params(shape, setup)
-    comp: dict[str, float] = {}
+    comp: list[Component] = []
 
-    weights = _weight_bytes(shape, setup, t)
-    half = setup.compute_bytes
-    if stage >= 3:
-        # Gathered at once: the embedding or lm_head alone, or the current and the prefetched layer.
-        largest = max(shape.embedding_params, shape.lm_head_params, 2 * shape.layer_params)
-        prefetch = ds.prefetch_bucket if ds.prefetch_bucket is not None else 0.9 * shape.hidden_size**2
-        working = (largest + prefetch) * half
-        comp["weights"] = (0.0 if ds.offload_param else weights / shards) + working
-        if ds.offload_param:
-            notes.append(
-                "ZeRO-3 offload_param: weight shards live in CPU RAM; GPU holds the gathered working set"
-            )
+    frozen = frozen_weight_bytes(shape, setup)
+    if stage:
+        trainable_w = t * half if setup.method == "lora" else 0.0  # DeepSpeed: 16-bit working weights
+        weights = frozen + trainable_w + (t * half if setup.method != "lora" else 0.0)
     else:
-        comp["weights"] = weights
+        weights = frozen + t * (half if setup.pure_bf16 else 4)
+    if stage >= 3:
+        comp.append(
+            Component(
+                "weights",
+                0.0 if ds.offload_param else weights / shards,
+                "16-bit weight shards in CPU RAM (offload_param)"
+                if ds.offload_param
+                else f"weight shard (1/{shards})",
+            )
+        )
+        comp.append(Component("zero3_gathered", _zero3_gathered(shape, setup), _ZERO3_GATHERED))
+    else:
+        comp.append(Component("weights", weights, "all weights on every GPU"))
     if setup.kl_reference_copy:
-        # kl_beta's frozen reference (create_ref_model): the whole model again in the compute dtype.
+        # kl_beta's frozen reference (create_ref_model): the whole model again in the compute dtype;
         # trl's prepare_deepspeed shards it only under ZeRO-3 (with its offload_param setting).
         ref = shape.total_params * half
-        comp["kl_reference"] = 0.0 if stage >= 3 and ds.offload_param else ref / (shards if stage >= 3 else 1)
+        ref_here = 0.0 if stage >= 3 and ds.offload_param else ref / (shards if stage >= 3 else 1)
         where = "sharded by ZeRO-3" if stage >= 3 else "a full copy per GPU"
         if setup.kl_ref_model:
             where += f"; kl_ref_model {setup.kl_ref_model} taken as this model's shape"
-        notes.append(f"kl_beta: frozen reference counted as kl_reference ({ref / GIB:.1f} GiB, {where})")
+        comp.append(Component("kl_reference", ref_here, f"kl_beta's frozen reference model ({where})"))
 
     if stage:
-        grads = t * half
-        optim = t * 12  # fp32 master + Adam m and v
-        comp["gradients"] = grads / shards if stage >= 2 else grads
-        comp["optimizer"] = 0.0 if ds.offload_optimizer else (optim / shards)
+        if stage <= 2:  # ZeRO-3 reduces straight into the fp32 gradient partition (in "optimizer")
+            grads = t * half / (shards if stage == 2 else 1)
+            comp.append(Component("gradients", grads, "16-bit gradients (DeepSpeed ZeRO-1/2)"))
+        optim = 0.0 if ds.offload_optimizer else t * DEEPSPEED_STATE_BYTES / shards
+        comp.append(
+            Component(
+                "optimizer",
+                optim,
+                "in CPU RAM (offload_optimizer)"
+                if ds.offload_optimizer
+                else "fp32 master weights + fp32 gradient partition + Adam m, v",
+            )
+        )
         reduce_bucket = ds.reduce_bucket if ds.reduce_bucket is not None else shape.hidden_size**2
         buckets = min(reduce_bucket, t) * half * (2 if ds.overlap_comm else 1)
-        if stage == 2:
+        if stage <= 2:
             buckets += min(ds.allgather_bucket, t) * half
-        comp["comm_buffers"] = buckets
-        if ds.offload_optimizer:
-            notes.append(
-                f"offload_optimizer: {t * 12 / shards / GIB:.1f} GiB of optimizer state per GPU in CPU RAM"
-            )
+        comp.append(Component("comm_buffers", buckets, "DeepSpeed reduce / all-gather buckets"))
     else:
         grad_bytes = half if setup.pure_bf16 else 4
-        comp["gradients"] = t * grad_bytes
-        comp["optimizer"] = t * 2 * grad_bytes
-        comp["comm_buffers"] = t * grad_bytes if n_gpus > 1 else 0.0  # DDP gradient buckets
+        comp.append(Component("gradients", t * grad_bytes, "gradients of the trainable weights"))
+        comp.append(Component("optimizer", t * 2 * grad_bytes, "AdamW m and v"))
+        if world_size > 1:
+            comp.append(Component("comm_buffers", t * grad_bytes, "DDP gradient buckets"))
 
-    hidden, logits = _activation_bytes(shape, setup)
-    comp["activations"] = hidden
-    comp["logits"] = logits
+    saved, loss_peak, layer_peak, logit_note = _activation_phase(shape, setup)
+    dequant = 0.0
     if setup.quantization_bit:
         # bitsandbytes dequantises one weight matrix at a time into the compute dtype.
-        comp["dequant_buffer"] = max(i * o for i, o in shape.linear_shapes().values()) * half
-    comp["cuda_context"] = CUDA_CONTEXT_GIB * GIB
-
-    static = sum(v for k, v in comp.items() if k not in ("activations", "logits", "dequant_buffer"))
+        dequant = max(i * o for i, o in shape.linear_shapes().values()) * half
+    comp.append(
+        Component(
+            "activations",
+            saved,
+            "layer inputs kept by gradient checkpointing"
+            if setup.gradient_checkpointing
+            else "every layer's saved tensors (no gradient checkpointing)",
+        )
+    )
     # transformers 5 defaults to the fused AdamW (no temporaries); the foreach implementation
     # (optim: adamw_torch) materialises about one more copy of the trainable parameters.
-    optimizer_step_tmp = 0.0
+    step_tmp = 0.0
     if setup.optim == "adamw_torch" and not (stage and ds.offload_optimizer):
-        optimizer_step_tmp = t / (shards if stage else 1) * (half if stage or setup.pure_bf16 else 4)
-    transient = max(hidden + logits + comp.get("dequant_buffer", 0.0), optimizer_step_tmp)
-    peak = static + transient
-    if transient == optimizer_step_tmp and optimizer_step_tmp > hidden + logits:
-        notes.append("peak is at the optimizer step (AdamW temporaries), not in forward/backward")
-    return MemoryEstimate(comp, t, peak, notes)
+        step_tmp = t / (shards if stage else 1) * (half if stage or setup.pure_bf16 else 4)
+    backward = max(loss_peak, layer_peak) + dequant
+    if step_tmp > backward + saved:
+        comp[-1] = Component("activations", 0.0, "freed before the optimizer step")
+        comp.append(Component("optimizer_step", step_tmp, "adamw_torch (foreach) temporaries"))
+        phase = "optimizer step"
+    else:
+        if loss_peak >= layer_peak:
+            comp.append(Component("logits", loss_peak, "loss backward: " + logit_note.split(": ", 1)[1]))
+        else:
+            comp.append(
+                Component(
+                    "layer_backward",
+                    layer_peak,
+                    "one layer recomputed and its gradient buffers"
+                    if setup.gradient_checkpointing
+                    else "one layer's gradient buffers",
+                )
+            )
+        if dequant:
+            comp.append(Component("dequant_buffer", dequant, "bitsandbytes: one weight dequantised"))
+        phase = "backward"
+    allocated = sum(c.bytes for c in comp)
+    comp.append(Component("allocator_reserve", allocated * ALLOCATOR_RESERVE, _RESERVE))
+    comp.append(Component("cuda_context", CUDA_CONTEXT_BYTES, "CUDA context and library workspaces"))
+    if world_size > 1 or stage:
+        comp.append(Component("nccl", NCCL_BUFFERS_BYTES, "NCCL communicator buffers"))
+    if stage >= 3 and ds.offload_param:
+        notes.append("ZeRO-3 offload_param: weight shards in CPU RAM; the GPU holds the gathered working set")
+    return MemoryEstimate(tuple(comp), t, phase, tuple(notes))
 
 
-def fits(estimate: MemoryEstimate, memory_gib: float) -> bool:
-    return estimate.peak_gib <= memory_gib * ALLOCATOR_HEADROOM
+_ZERO3_GATHERED = (
+    "ZeRO-3 gathered: embedding and lm_head (two segments), one layer, the prefetch, persistent params"
+)
+_RESERVE = f"caching-allocator reserve ({ALLOCATOR_RESERVE:.0%} of the tensors alive at the peak)"
 
 
-def steps_per_epoch(samples: int, n_gpus: int, batch: int, accum: int) -> int:
+def _zero3_gathered(shape: ModelShape, setup: TrainingSetup) -> float:
+    """Bytes of parameters ZeRO-3 holds gathered at the peak (see the module docstring)."""
+    half = setup.compute_bytes
+    h = shape.hidden_size
+    if setup.quantization_bit:
+        per = NF4_BYTES if setup.quantization_bit == 4 else INT8_BYTES
+        layer = shape.layer_linear_params * per + (shape.layer_params - shape.layer_linear_params) * half
+        largest = max(i * o for i, o in shape.linear_shapes().values()) * per
+    else:
+        layer = shape.layer_params * half
+        largest = (
+            max(
+                [i * o for i, o in shape.linear_shapes().values()]
+                + [shape.num_experts * 2 * h * shape.moe_intermediate_size]
+            )
+            * half
+        )
+    prefetch_elems = setup.deepspeed.prefetch_bucket
+    prefetch = max((prefetch_elems if prefetch_elems is not None else 0.9 * h * h) * half, largest)
+    ends = (shape.embedding_params + shape.lm_head_params) * half
+    # stage3_param_persistence_threshold 'auto' = 10 x hidden: norms and biases stay gathered.
+    persistent = (shape.num_layers * shape.layer_other_params + h) * half
+    if shape.attention_bias:
+        persistent += shape.num_layers * (shape.num_heads + 2 * shape.num_kv_heads) * shape.head_dim * half
+    return ends + layer + prefetch + persistent
+
+
+def steps_per_epoch(samples: int, world_size: int, batch: int, accum: int) -> int:
     """Optimizer steps per epoch as transformers 5's Trainer counts them.
 
-    Each rank gets ceil(samples / n_gpus) samples, in ceil(that / batch) micro-batches; a last
+    Each rank gets ceil(samples / world_size) samples, in ceil(that / batch) micro-batches; a last
     partial accumulation still makes a step (transformers 4.x dropped it: floor instead).
     """
-    per_rank = math.ceil(samples / n_gpus)
+    per_rank = math.ceil(samples / world_size)
     batches = math.ceil(per_rank / batch)
     return max(math.ceil(batches / accum), 1)

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from lfkit.planning.memory import TrainingSetup, steps_per_epoch, trainable_params
+from lfkit.planning.memory import steps_per_epoch, trainable_params
 from lfkit.planning.models import resolve_model
 from lfkit.planning.recipe_yaml import load_values
+from lfkit.planning.training_setup import TrainingSetup
 
 REPO = Path(__file__).resolve().parents[2]
 

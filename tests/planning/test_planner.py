@@ -5,23 +5,23 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from lfkit.planning.gpus import GpuSpecError, lookup_gpu, parse_gpu_spec
-from lfkit.planning.memory import (
-    GIB,
-    DeepSpeedSetup,
-    TrainingSetup,
-    estimate_memory,
-    fits,
-    steps_per_epoch,
-    trainable_params,
-)
+from lfkit.planning.gpus import GPUS, Cluster, GpuSpecError, gpu_from_device_name, lookup_gpu, parse_gpu_spec
+from lfkit.planning.memory import estimate_memory, steps_per_epoch, trainable_params
 from lfkit.planning.models import KNOWN_MODELS, ModelShapeError, by_size, resolve_model
+from lfkit.planning.training_setup import CATALOG_DEEPSPEED, DeepSpeedSetup, TrainingSetup
+from lfkit.planning.units import GIB
 
+REPO = Path(__file__).resolve().parents[2]
 QWEN25_14B = KNOWN_MODELS["qwen2.5-14b"]
 CHATTS_14B = KNOWN_MODELS["chatts-14b"]
+
+
+def fits(estimate, gpu) -> bool:
+    return estimate.peak_gib <= gpu.memory_gib
 
 
 def _setup(**kw) -> TrainingSetup:
@@ -86,18 +86,18 @@ def test_14b_fp16_weights_are_28_gb_and_do_not_fit_24_gb_without_sharding_or_4bi
     weights = QWEN25_14B.total_params * 2
     assert 27 < weights / GIB < 28 and 29 < weights / 1e9 < 30  # "28 GB" either way
     turing = lookup_gpu("quadro-rtx-6000")
-    lora = estimate_memory(QWEN25_14B, _setup(), n_gpus=2)
-    assert lora.components["weights"] >= weights
-    assert not fits(lora, turing.memory_gib)
+    lora = estimate_memory(QWEN25_14B, _setup(), 2)
+    assert lora.get("weights") >= weights
+    assert not fits(lora, turing)
     z3_offload = _setup(deepspeed=DeepSpeedSetup(stage=3, offload_optimizer=True, offload_param=True))
-    assert fits(estimate_memory(QWEN25_14B, z3_offload, n_gpus=2), turing.memory_gib)
+    assert fits(estimate_memory(QWEN25_14B, z3_offload, 2), turing)
     qlora = _setup(quantization_bit=4)
-    assert fits(estimate_memory(QWEN25_14B, qlora, n_gpus=2), turing.memory_gib)
+    assert fits(estimate_memory(QWEN25_14B, qlora, 2), turing)
 
 
 def test_4bit_is_halves_of_halves_on_the_linear_layers():
-    fp16 = estimate_memory(QWEN25_14B, _setup(), 1).components["weights"]
-    nf4 = estimate_memory(QWEN25_14B, _setup(quantization_bit=4), 1).components["weights"]
+    fp16 = estimate_memory(QWEN25_14B, _setup(), 1).get("weights")
+    nf4 = estimate_memory(QWEN25_14B, _setup(quantization_bit=4), 1).get("weights")
     lora_fp32 = trainable_params(QWEN25_14B, _setup()) * 4
     linear16 = QWEN25_14B.quantizable_params * 2
     linear4 = (nf4 - lora_fp32) - (fp16 - lora_fp32 - linear16)
@@ -109,33 +109,43 @@ def test_4bit_is_halves_of_halves_on_the_linear_layers():
 
 def test_zero3_divides_weight_shards_by_gpu_count_and_zero2_does_not():
     full = _setup(method="full", deepspeed=DeepSpeedSetup(stage=3))
-    w2 = estimate_memory(QWEN25_14B, full, 2).components
-    w4 = estimate_memory(QWEN25_14B, full, 4).components
-    working = estimate_memory(QWEN25_14B, full, 10**9).components["weights"]  # shard -> 0, working set left
-    assert math.isclose(w2["weights"] - working, 2 * (w4["weights"] - working), rel_tol=1e-6)
-    assert math.isclose(w2["optimizer"], 2 * w4["optimizer"], rel_tol=1e-9)
-    assert math.isclose(w2["gradients"], 2 * w4["gradients"], rel_tol=1e-9)
+    w2 = estimate_memory(QWEN25_14B, full, 2)
+    w4 = estimate_memory(QWEN25_14B, full, 4)
+    assert math.isclose(w2.get("weights"), 2 * w4.get("weights"), rel_tol=1e-9)
+    assert math.isclose(w2.get("optimizer"), 2 * w4.get("optimizer"), rel_tol=1e-9)
+    assert w2.get("zero3_gathered") == w4.get("zero3_gathered") > 0  # the working set does not shrink
     z2 = replace(full, deepspeed=DeepSpeedSetup(stage=2))
-    assert (
-        estimate_memory(QWEN25_14B, z2, 2).components["weights"]
-        == estimate_memory(QWEN25_14B, z2, 4).components["weights"]
+    assert estimate_memory(QWEN25_14B, z2, 2).get("weights") == estimate_memory(QWEN25_14B, z2, 4).get(
+        "weights"
     )
-    # Mixed-precision full fine-tuning state: 2 (weights) + 2 (grads) + 12 (fp32 master + Adam) bytes/param.
-    per_param = (w2["weights"] - working + w2["gradients"] + w2["optimizer"]) * 2 / QWEN25_14B.total_params
-    assert math.isclose(per_param, 16, rel_tol=1e-6)
+    # Mixed-precision full fine-tuning state under ZeRO-3: 2 (weights) + 16 (fp32 master, fp32
+    # gradient partition, Adam m and v) bytes per parameter, sharded: DeepSpeed's 18.
+    per_param = (w2.get("weights") + w2.get("optimizer")) * 2 / QWEN25_14B.total_params
+    assert math.isclose(per_param, 18, rel_tol=1e-6)
+
+
+def test_world_size_spans_nodes():
+    # 2 nodes x 8 GPUs shard ZeRO-3 state 16 ways, as 16 GPUs on one node would.
+    full = _setup(method="full", deepspeed=DeepSpeedSetup(stage=3))
+    cluster = Cluster.of(lookup_gpu("h100"), 8, nodes=2)
+    assert cluster.world_size == 16
+    assert estimate_memory(QWEN25_14B, full, cluster.world_size).get("optimizer") == pytest.approx(
+        QWEN25_14B.total_params * 16 / 16
+    )
 
 
 def test_offload_moves_optimizer_and_weights_off_the_gpu():
     z3 = _setup(method="full", deepspeed=DeepSpeedSetup(stage=3))
     off = replace(z3, deepspeed=DeepSpeedSetup(stage=3, offload_optimizer=True, offload_param=True))
     a, b = estimate_memory(QWEN25_14B, z3, 2), estimate_memory(QWEN25_14B, off, 2)
-    assert b.components["optimizer"] == 0 and b.components["weights"] < a.components["weights"]
+    assert b.get("optimizer") == 0 and b.get("weights") == 0 and a.get("weights") > 0
+    assert b.get("zero3_gathered") == a.get("zero3_gathered")
 
 
 def test_gradient_checkpointing_cuts_activations():
-    on = estimate_memory(QWEN25_14B, _setup(cutoff_len=2048), 1).components["activations"]
+    on = estimate_memory(QWEN25_14B, _setup(cutoff_len=2048), 1).get("activations")
     off = estimate_memory(QWEN25_14B, _setup(cutoff_len=2048, gradient_checkpointing=False), 1)
-    assert off.components["activations"] > 5 * on
+    assert off.get("activations") > 5 * on
 
 
 def test_lora_and_dora_parameter_counts():
@@ -170,6 +180,10 @@ def test_steps_per_epoch_follows_the_trainer():
         ("h100x8", "h100", 8),
         ("rtx4090", "4090", 1),
         ("RTX 6000 Ada x2", "rtx-6000-ada", 2),
+        ("rtx5090x4", "5090", 4),
+        ("l40sx2", "l40s", 2),
+        ("a10gx4", "a10g", 4),
+        ("h200x8", "h200", 8),
     ],
 )
 def test_gpu_specs(spec, key, count):
@@ -179,11 +193,86 @@ def test_gpu_specs(spec, key, count):
 
 def test_gpu_table_and_ambiguous_names():
     assert not lookup_gpu("2080ti").bf16 and lookup_gpu("2080ti").memory_gib == 11
-    assert lookup_gpu("h200").memory_gib == 141 and lookup_gpu("a100-40").memory_gib == 40
+    # nvidia-smi's totals: H200 143771 MiB, H100 81559 MiB; the names' "GB" are labels.
+    assert lookup_gpu("h200").label_gb == 141 and lookup_gpu("h200").memory_gib == pytest.approx(
+        143771 / 1024, abs=0.01
+    )
+    assert lookup_gpu("h100").memory_gib == pytest.approx(81559 / 1024, abs=0.01)
+    assert lookup_gpu("a100-40").memory_gib == 40
     with pytest.raises(GpuSpecError, match="ambiguous"):
         parse_gpu_spec("rtx6000x2")
     with pytest.raises(GpuSpecError, match="known"):
         parse_gpu_spec("v100")
+    with pytest.raises(GpuSpecError, match="a10g"):
+        lookup_gpu("A10")  # the A10 is another card (125 dense TFLOPS); only AWS's A10G is known
+
+
+@pytest.mark.parametrize(
+    ("key", "memory_gib", "bf16", "tflops", "bandwidth"),
+    # Datasheet figures (module docstring of lfkit.planning.gpus): dense 16-bit tensor TFLOPS with
+    # fp32 accumulation, memory bandwidth in GB/s.
+    [
+        ("h200", 140.4, True, 989.0, 4800),
+        ("l40s", 44.99, True, 362.05, 864),
+        ("a10g", 22.49, True, 70.0, 600),
+        ("4090", 23.99, True, 165.2, 1008),
+        ("5090", 31.84, True, 209.5, 1792),
+    ],
+)
+def test_the_new_gpus(key, memory_gib, bf16, tflops, bandwidth):
+    gpu = GPUS[key]
+    assert (gpu.memory_gib, gpu.bf16, gpu.tflops_16bit, gpu.memory_bandwidth_gbs) == (
+        memory_gib,
+        bf16,
+        tflops,
+        bandwidth,
+    )
+
+
+def test_every_gpu_in_the_table_is_complete_and_named_by_its_cuda_device_name():
+    names = {
+        "NVIDIA GeForce RTX 2080 Ti": "2080ti",
+        "Quadro RTX 6000": "quadro-rtx-6000",
+        "NVIDIA RTX A6000": "rtx-a6000",
+        "NVIDIA RTX 6000 Ada Generation": "rtx-6000-ada",
+        "NVIDIA GeForce RTX 3050": "rtx-3050-6gb",
+        "NVIDIA GeForce RTX 3090": "3090",
+        "NVIDIA GeForce RTX 4090": "4090",
+        "NVIDIA GeForce RTX 5090": "5090",
+        "NVIDIA L40S": "l40s",
+        "NVIDIA A10G": "a10g",
+        "NVIDIA A100-SXM4-40GB": "a100-40",
+        "NVIDIA A100-SXM4-80GB": "a100-80",
+        "NVIDIA A100 80GB PCIe": "a100-80-pcie",
+        "NVIDIA H100 80GB HBM3": "h100",
+        "NVIDIA H200": "h200",
+    }
+    assert set(names.values()) == set(GPUS)
+    for name, key in names.items():
+        assert gpu_from_device_name(name) is GPUS[key], name
+    assert gpu_from_device_name("Tesla V100-SXM2-32GB") is None
+    for gpu in GPUS.values():
+        assert gpu.memory_gib > 0 and gpu.tflops_16bit > 0 and gpu.peer_gbs > 0 and gpu.host_gbs > 0
+        assert gpu.utilisation_class in ("turing", "ampere-ada", "datacenter")
+        assert gpu.bf16 == (gpu.arch != "turing")
+
+
+def test_default_and_given_inter_node_bandwidth():
+    sxm = Cluster.of(lookup_gpu("h100"), 8, nodes=2)
+    assert sxm.inter_node_gbit == 8 * 200 and sxm.inter_node_assumed
+    pcie = Cluster.of(lookup_gpu("rtx-6000-ada"), 2, nodes=2)
+    assert pcie.inter_node_gbit == 100 and pcie.inter_node_gbs == 12.5
+    given = Cluster.of(lookup_gpu("h100"), 8, nodes=2, inter_node_gbit=400)
+    assert given.inter_node_gbit == 400 and not given.inter_node_assumed
+    assert "inter-node 400 Gbit/s = 50 GB/s per node (given)" in given.describe()
+    with pytest.raises(GpuSpecError):
+        Cluster.of(lookup_gpu("h100"), 8, nodes=0)
+
+
+def test_catalog_deepspeed_table_matches_the_shipped_configs():
+    # Suggestions name these configs without reading them; they must say what the files say.
+    for path, setup in CATALOG_DEEPSPEED.items():
+        assert DeepSpeedSetup.from_file(REPO / path) == replace(setup, path=str(REPO / path))
 
 
 def test_chatts_encoder_counts_from_config(tmp_path):
@@ -207,17 +296,21 @@ def test_chatts_encoder_counts_from_config(tmp_path):
 def test_kl_reference_copy_is_sharded_only_by_zero3():
     ref = QWEN25_14B.total_params * 2  # frozen reference in the 16-bit compute dtype
     full_z2 = _setup(method="full", kl_beta=0.1, deepspeed=DeepSpeedSetup(stage=2))
-    assert estimate_memory(QWEN25_14B, full_z2, 4).components["kl_reference"] == ref
+    assert estimate_memory(QWEN25_14B, full_z2, 4).get("kl_reference") == ref
     full_z3 = replace(full_z2, deepspeed=DeepSpeedSetup(stage=3))
-    assert estimate_memory(QWEN25_14B, full_z3, 4).components["kl_reference"] == ref / 4
+    assert estimate_memory(QWEN25_14B, full_z3, 4).get("kl_reference") == ref / 4
     off = replace(full_z2, deepspeed=DeepSpeedSetup(stage=3, offload_param=True))
-    assert estimate_memory(QWEN25_14B, off, 4).components["kl_reference"] == 0
+    assert estimate_memory(QWEN25_14B, off, 4).get("kl_reference") == 0
+
+    def names(est):
+        return {c.name for c in est.components}
+
     # LoRA disables its adapters for the reference: no copy, unless kl_ref_model names another model.
     lora = _setup(kl_beta=0.1)
-    assert "kl_reference" not in estimate_memory(QWEN25_14B, lora, 1).components
+    assert "kl_reference" not in names(estimate_memory(QWEN25_14B, lora, 1))
     other = replace(lora, kl_ref_model="Qwen/Qwen2.5-14B-Instruct")
-    assert estimate_memory(QWEN25_14B, other, 1).components["kl_reference"] == ref
-    assert "kl_reference" not in estimate_memory(QWEN25_14B, replace(full_z2, kl_beta=0.0), 4).components
+    assert estimate_memory(QWEN25_14B, other, 1).get("kl_reference") == ref
+    assert "kl_reference" not in names(estimate_memory(QWEN25_14B, replace(full_z2, kl_beta=0.0), 4))
 
 
 def test_recipe_kl_keys_are_read():
