@@ -129,6 +129,15 @@ def _node_ports(head: bool) -> list[str]:
     return args
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the test process dies, so a killed pytest stops its nodes too."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 @contextmanager
 def _ray_node(args: list[str], log: Path, cwd: Path, timeout: float) -> Iterator[subprocess.Popen]:
     """Run ``ray start --block ARGS`` in ``cwd`` until its node is up; stop that node (only) on exit."""
@@ -139,6 +148,7 @@ def _ray_node(args: list[str], log: Path, cwd: Path, timeout: float) -> Iterator
             stderr=subprocess.STDOUT,
             env=node_env(),
             cwd=cwd,
+            preexec_fn=_die_with_parent,
         )
     try:
         deadline = time.monotonic() + timeout
