@@ -52,6 +52,13 @@ def _patch_log_callback(module: ModuleType) -> None:
     module.LogCallback = LfkitLogCallback
 
 
+def _patch_ray_launcher(module: ModuleType) -> None:
+    """Make ``USE_RAY=1`` reserve ``ray_num_workers`` bundles, not one per device of the cluster."""
+    from lfkit.plugin.ray_launch import patch_tuner
+
+    patch_tuner(module)
+
+
 def _timeseries_patches() -> dict[str, list[Callable[[ModuleType], None]]]:
     from lfkit.plugin.timeseries import PATCHES as TIMESERIES_PATCHES
 
@@ -62,6 +69,7 @@ PATCHES: dict[str, list[Callable[[ModuleType], None]]] = {
     "llamafactory.hparams.parser": [_patch_hparams_parser],
     "llamafactory.train.sft.workflow": [_patch_sft_workflow, _patch_sft_model_args],
     "llamafactory.train.callbacks": [_patch_log_callback],
+    "llamafactory.train.tuner": [_patch_ray_launcher],
 }
 
 # The time-series (ChatTS) modality: dataset column, chatts template/plugin, tokenising,

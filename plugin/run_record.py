@@ -69,6 +69,20 @@ def recipe_from_argv(argv: list[str]) -> dict[str, Any]:
     return {"path": None, "overrides": []}
 
 
+RECIPE_ENV = "LFKIT_RUN_RECIPE"
+"""The launch's recipe as JSON (:func:`recipe_from_argv`), for processes that do not get its argv.
+
+A Ray worker's ``sys.argv`` is Ray's own worker command; :mod:`lfkit.plugin.ray_launch` sets this
+variable in the ``llamafactory-cli`` process, and LlamaFactory hands that environment to its workers.
+"""
+
+
+def launch_recipe() -> dict[str, Any]:
+    """The recipe this run was launched with: from :data:`RECIPE_ENV` if set, else from ``sys.argv``."""
+    exported = os.environ.get(RECIPE_ENV)
+    return json.loads(exported) if exported else recipe_from_argv(sys.argv)
+
+
 def peak_rss_bytes() -> int:
     """Peak resident set size of this process (``ru_maxrss`` is KiB on Linux, bytes on macOS)."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -226,7 +240,7 @@ class RunRecordCallback(TrainerCallback):
             "cpu_count": os.cpu_count(),
             "memory": memory,
             "versions": package_versions(),
-            "recipe": recipe_from_argv(sys.argv),
+            "recipe": launch_recipe(),
             "model": {
                 "name_or_path": getattr(model, "name_or_path", None)
                 or getattr(getattr(model, "config", None), "_name_or_path", None),

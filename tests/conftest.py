@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
@@ -95,3 +97,15 @@ def run_train(tmp_path):
         return TrainRun(proc.returncode, Path(recipe["output_dir"]), proc.stdout + proc.stderr)
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real two-node Ray cluster on this machine (:mod:`local_ray`): a head and one worker node,
+    10 logical CPUs each, started from the repository root on first use and stopped when the
+    session ends. Only that cluster's own processes are stopped; another Ray on the machine is not
+    touched."""
+    from local_ray import local_ray_cluster
+
+    with local_ray_cluster(cwd=REPO) as cluster:
+        yield cluster
