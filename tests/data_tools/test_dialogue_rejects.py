@@ -6,8 +6,10 @@ import json
 
 import pytest
 from dialogue_helpers import chat, read_jsonl, run_cli, write_jsonl
-from lfkit.data_tools.dialogue import RoleSource, to_conversation
-from lfkit.data_tools.jsonl import RecordError, SourceLine, iter_lines, parse_line
+from lfkit.data_tools.core.inputs import iter_lines
+from lfkit.data_tools.core.records import RecordError, SourceLine, parse_record
+from lfkit.data_tools.dialogue.layouts.common import Context, LayoutSettings
+from lfkit.data_tools.dialogue.transform import to_conversation
 
 U = {"role": "user", "content": "hi"}
 A = {"role": "assistant", "content": "hello"}
@@ -89,12 +91,12 @@ def test_reject_record_preview_is_truncated(tmp_path):
 
 def test_parse_line_errors_are_record_errors():
     with pytest.raises(RecordError) as err:
-        parse_line(SourceLine("f", 1, b"\xff\xfe{}"))
+        parse_record(SourceLine("f", 1, b"\xff\xfe{}"))
     assert err.value.reason == "invalid_utf8"
     with pytest.raises(RecordError) as err:
-        parse_line(SourceLine("f", 1, b'"just a string"'))
+        parse_record(SourceLine("f", 1, b'"just a string"'))
     assert err.value.reason == "not_an_object"
-    assert parse_line(SourceLine("f", 1, b'{"a": 1}')) == {"a": 1}
+    assert parse_record(SourceLine("f", 1, b'{"a": 1}')) == {"a": 1}
 
 
 def test_iter_lines_keeps_true_line_numbers_and_skips_blank_lines(tmp_path):
@@ -104,8 +106,8 @@ def test_iter_lines_keeps_true_line_numbers_and_skips_blank_lines(tmp_path):
     assert [(ln.lineno, ln.raw) for ln in lines] == [(1, b'{"a": 1}'), (4, b'{"a": 2}'), (5, b'{"a": 3}')]
 
 
-def conv(record: dict, source: RoleSource = RoleSource("user_id")):
-    return to_conversation(record, SourceLine("chars/alice.jsonl", 1, b""), source)
+def conv(record: dict, settings: LayoutSettings = LayoutSettings("user_id")):
+    return to_conversation(record, Context.for_file("chars/alice.jsonl", settings))
 
 
 def test_layouts_give_the_same_conversation():
@@ -132,8 +134,8 @@ def test_trailing_user_turn_is_trimmed_and_counted():
 
 def test_numeric_role_key_and_role_from_filename():
     assert conv({"user_id": 17, "messages": [U, A]}).role == "17"
-    assert conv({"messages": [U, A]}, RoleSource(from_filename=True)).role == "alice"
-    assert conv({"messages": [U, A]}, RoleSource()).role == ""
+    assert conv({"messages": [U, A]}, LayoutSettings(role_from_filename=True)).role == "alice"
+    assert conv({"messages": [U, A]}, LayoutSettings()).role == ""
 
 
 def test_pippa_layout_persona_role_and_greeting():
@@ -148,7 +150,7 @@ def test_pippa_layout_persona_role_and_greeting():
             {"message": "Ready for the forest?", "is_human": False},
         ],
     }
-    c = conv(record, RoleSource())
+    c = conv(record, LayoutSettings())
     assert c.role == "bot42"
     assert (
         c.system
@@ -160,10 +162,10 @@ def test_pippa_layout_persona_role_and_greeting():
     ]
     assert c.moved_greetings == 1
     with pytest.raises(RecordError) as err:
-        conv({"conversation": record["conversation"]}, RoleSource())
+        conv({"conversation": record["conversation"]}, LayoutSettings())
     assert (err.value.reason, err.value.field) == ("missing_role_key", "bot_id")
     with pytest.raises(RecordError) as err:
-        conv({"bot_id": "b", "conversation": [{"message": "x", "is_human": "yes"}]}, RoleSource())
+        conv({"bot_id": "b", "conversation": [{"message": "x", "is_human": "yes"}]}, LayoutSettings())
     assert (err.value.reason, err.value.field) == ("unknown_speaker_role", "conversation[0].is_human")
 
 
