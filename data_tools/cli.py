@@ -98,7 +98,9 @@ class _HintingCommand:
 
 def _owner(group: KindGroup, name: str, option: str) -> str | None:
     for other, command in group.commands.items():
-        if other != name and any(option in param.opts for param in command.params):
+        if other != name and any(
+            option in (*param.opts, *getattr(param, "secondary_opts", ())) for param in command.params
+        ):
             return other
     return None
 

@@ -78,13 +78,13 @@ class Notes:
 NO_NOTES = Notes()
 
 
-@dataclass(frozen=True, slots=True)
-class Conversation:
+class Conversation(NamedTuple):
     """A valid conversation in output form (see the module docstring).
 
     ``role`` is the unit of per-role sampling (persona / character / user id; ``""`` for
     none), whitespace-normalised. ``tools`` is a JSON list of tool schemas or ``""``.
-    ``messages`` must not be mutated (it may be the parsed record's own list).
+    ``messages`` must not be mutated (it may be the parsed record's own list). A NamedTuple,
+    immutable like a frozen dataclass and five times cheaper to build: one is built per record.
     """
 
     role: str

@@ -35,7 +35,7 @@ _WHITESPACE = b" \t\r\n"
 def content(conv: Conversation) -> dict:
     """The output columns of a whole conversation, without ``role_id``."""
     row: dict = {"messages": conv.messages, "system": conv.system}
-    if conv.features:
+    if conv.features:  # rare: tools or media
         if conv.features & TOOLS:
             row["tools"] = conv.tools
         for kind in KINDS:
@@ -47,11 +47,14 @@ def content(conv: Conversation) -> dict:
 
 def render(conv: Conversation, context_only: bool) -> tuple[bytes, bytes]:
     """The output rows (one or more lines) and the conversation's duplicate key."""
-    body = orjson.dumps(content(conv))
+    if conv.features:
+        body = orjson.dumps(content(conv))
+    else:
+        body = orjson.dumps({"messages": conv.messages, "system": conv.system})
     key = duplicate_key(body)
     role = orjson.dumps(conv.role)
     if not context_only:
-        return body[:-1] + _ROLE_SUFFIX + role + b"}\n", key
+        return b"".join((body[:-1], _ROLE_SUFFIX, role, b"}\n")), key
     rows = []
     for sample in samples(conv):
         rows.append(orjson.dumps(sample)[:-1] + _ROLE_SUFFIX + role + b"}\n")

@@ -41,10 +41,15 @@ BAD_RECORDS = [
         "unknown_speaker_role",
         "conversations[0].from",
     ),
-    (rec(A, U, A), "assistant_first", "messages[0]"),
-    (rec(U, U, A), "consecutive_user_turns", "messages[1]"),
-    (rec(U, A, A), "consecutive_assistant_turns", "messages[2]"),
-    (rec(msg("user", IMAGE), A), "non_text_content", "messages[0].content"),
+    (rec(msg("tool", "42"), A), "tool_result_without_call", "messages[0]"),
+    (rec(U, msg("assistant", "<image> look")), "media_placeholder_mismatch", "messages"),
+    (rec(msg("user", IMAGE), A), "invalid_media", "messages[0].content[0]"),
+    (
+        rec(msg("user", [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]), A),
+        "unsupported_media",
+        "messages[0].content[0]",
+    ),  # fmt: skip
+    (rec(msg("user", [{"type": "audio_clip"}]), A), "non_text_content", "messages[0].content[0]"),
     (rec(msg("user", 42), A), "non_text_content", "messages[0].content"),
     (rec(U, A, system=["not", "text"]), "non_text_content", "system"),
     (rec(U, msg("assistant", "  ")), "empty_turn", "messages[1].content"),
@@ -129,7 +134,7 @@ def test_layouts_give_the_same_conversation():
 def test_trailing_user_turn_is_trimmed_and_counted():
     c = conv({"user_id": "r", "messages": [U, A, U]})
     assert c.messages == [U, A]
-    assert c.trimmed_user_turns == 1
+    assert c.notes.trimmed_user_turns == 1
 
 
 def test_numeric_role_key_and_role_from_filename():
@@ -153,16 +158,17 @@ def test_pippa_layout_persona_role_and_greeting():
     c = conv(record, LayoutSettings())
     assert c.role == "bot42"
     assert (
-        c.system
-        == "Ayla is a cheerful ranger.\n\n{{char}}: Let's go!\n\nOpening message:\nWelcome, traveller!"
+        c.system == "Ayla is a cheerful ranger.\n\nAyla: Let's go!\n\nOpening message:\nWelcome, traveller!"
     )
     assert c.messages == [
         {"role": "user", "content": "Hi Ayla"},
         {"role": "assistant", "content": "Ready for the forest?"},
     ]
-    assert c.moved_greetings == 1
+    assert c.notes.moved_greetings == 1
+    no_id = {"conversation": record["conversation"], "bot_name": "Ayla"}
+    assert conv(no_id, LayoutSettings()).role == ""  # bot_id is needed only when roles are
     with pytest.raises(RecordError) as err:
-        conv({"conversation": record["conversation"]}, LayoutSettings())
+        conv(no_id, LayoutSettings(roles_needed=True))
     assert (err.value.reason, err.value.field) == ("missing_role_key", "bot_id")
     with pytest.raises(RecordError) as err:
         conv({"bot_id": "b", "conversation": [{"message": "x", "is_human": "yes"}]}, LayoutSettings())
@@ -177,11 +183,16 @@ def test_strict_exits_non_zero_with_first_reasons_and_keeps_previous_dataset(tmp
         == 0
     )
     before = (out / "d.jsonl").read_bytes()
-    bad = write_jsonl(tmp_path / "bad.jsonl", [chat("a"), b"{oops", {"user_id": "c", "messages": [A, U]}])
+    bad = write_jsonl(
+        tmp_path / "bad.jsonl", [chat("a", tag="x"), b"{oops", {"user_id": "c", "messages": [U]}]
+    )
     result = run_cli("convert", bad, "--out", out, "--name", "d", "--role-key", "user_id", "--strict")
     assert result.exit_code == 1
     assert "--strict: 2 record(s) rejected" in result.output
     assert f"{bad}:2 malformed_json" in result.output
-    assert f"{bad}:3 [messages[0]] assistant_first" in result.output
+    assert f"{bad}:3 [messages] no_assistant_turn" in result.output
     assert (out / "d.jsonl").read_bytes() == before  # the dataset was not replaced
-    assert [r["reason"] for r in read_jsonl(out / "d.rejects.jsonl")] == ["malformed_json", "assistant_first"]
+    assert [r["reason"] for r in read_jsonl(out / "d.rejects.jsonl")] == [
+        "malformed_json",
+        "no_assistant_turn",
+    ]
