@@ -36,6 +36,7 @@ from lfkit.data_tools.dialogue.scan import KEY_BYTES, ConversationIndex
 NUM_PERM = 64
 SHINGLE_WORDS = 3
 MINHASH_SEED = 1
+MINHASH_SCHEME = "affine32"  # datasketch 2's default, named so signatures and LSH agree
 DEFAULT_NEAR_THRESHOLD = 0.8
 _WS_RUN = re.compile(r"[ \t\r\n]+")
 
@@ -107,7 +108,7 @@ def signature(conv: Conversation) -> bytes:
 
     words = " ".join(m["content"] for m in conv.messages).lower().split()
     shingles = {" ".join(words[i : i + SHINGLE_WORDS]) for i in range(max(1, len(words) - SHINGLE_WORDS + 1))}
-    minhash = MinHash(num_perm=NUM_PERM, seed=MINHASH_SEED)
+    minhash = MinHash(num_perm=NUM_PERM, seed=MINHASH_SEED, scheme=MINHASH_SCHEME)
     minhash.update_batch([s.encode("utf-8") for s in sorted(shingles)])
     return minhash.hashvalues.astype("<u8").tobytes()
 
@@ -128,7 +129,7 @@ def near_duplicates(
         lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
         hashes: dict[int, LeanMinHash] = {}
         for i in (int(j) for j in members):
-            minhash = LeanMinHash(seed=MINHASH_SEED, hashvalues=signatures[i])
+            minhash = LeanMinHash(seed=MINHASH_SEED, hashvalues=signatures[i], scheme=MINHASH_SCHEME)
             best = None
             for j in sorted(lsh.query(minhash)):
                 similarity = minhash.jaccard(hashes[j])
