@@ -30,7 +30,10 @@ def glaive_record(city: str, answer: str) -> dict:
     return {
         "conversations": [
             {"from": "human", "value": f"What is the weather in {city}?"},
-            {"from": "function_call", "value": json.dumps({"name": "get_weather", "arguments": {"city": city}})},
+            {
+                "from": "function_call",
+                "value": json.dumps({"name": "get_weather", "arguments": {"city": city}}),
+            },
             {"from": "observation", "value": json.dumps({"city": city, "weather": answer})},
             {"from": "gpt", "value": f"It is {answer} in {city}."},
             {"from": "human", "value": "Thanks!"},
@@ -43,7 +46,11 @@ def glaive_record(city: str, answer: str) -> dict:
 def openai_tool_record(city: str) -> dict:
     """OpenAI chat layout with parallel tool_calls (content null, arguments a JSON string)."""
     calls = [
-        {"id": f"call_{i}", "type": "function", "function": {"name": "get_weather", "arguments": json.dumps({"city": c})}}
+        {
+            "id": f"call_{i}",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": json.dumps({"city": c})},
+        }
         for i, c in enumerate((city, "Oslo"))
     ]
     return {

@@ -58,8 +58,14 @@ def variations(record: dict) -> list[dict]:
 def corpus() -> list[dict]:
     base = [chat("alice", n, tag=str(n), system=s) for n in (1, 2, 3) for s in (None, "You are alice.")]
     sharegpt = [
-        {"user_id": "bob", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]},
-        {"user_id": "bob", "conversations": [{"from": "user", "value": "a"}, {"from": "assistant", "value": "b"}]},
+        {
+            "user_id": "bob",
+            "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}],
+        },
+        {
+            "user_id": "bob",
+            "conversations": [{"from": "user", "value": "a"}, {"from": "assistant", "value": "b"}],
+        },
     ]
     layouts = [glaive_record("Paris", "sunny"), openai_tool_record("Bern"), pippa_record("b1", "Mira", 1)]
     layouts.append(mllm_record(["nowhere.png"]))

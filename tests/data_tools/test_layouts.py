@@ -60,7 +60,9 @@ def test_glaive_tool_call_layout_json_array(tmp_path):
     del stray["conversations"][1]  # a tool result nobody asked for
     bad_tools = glaive_record("Cairo", "hot")
     bad_tools["tools"] = '{"description": "no name"}'
-    src = write_json_array(tmp_path / "glaive_toolcall_demo.json", [good[0], bad_call, stray, good[1], bad_tools])
+    src = write_json_array(
+        tmp_path / "glaive_toolcall_demo.json", [good[0], bad_call, stray, good[1], bad_tools]
+    )
     out = tmp_path / "out"
     text = convert(src, out)
     assert "converted 2 + rejected 3 = read 5" in text
@@ -74,11 +76,16 @@ def test_glaive_tool_call_layout_json_array(tmp_path):
     assert [m["role"] for m in paris["messages"]] == [
         "user", "function_call", "observation", "assistant", "user", "assistant",
     ]  # fmt: skip
-    assert json.loads(paris["messages"][1]["content"]) == {"name": "get_weather", "arguments": {"city": "Paris"}}
+    assert json.loads(paris["messages"][1]["content"]) == {
+        "name": "get_weather",
+        "arguments": {"city": "Paris"},
+    }
     assert json.loads(paris["tools"])[0]["name"] == "get_weather"
     entry = json.loads((out / "dataset_info.json").read_text())["d"]
     assert entry["columns"] == {"messages": "messages", "system": "system", "tools": "tools"}
-    assert entry["tags"]["function_tag"] == "function_call" and entry["tags"]["observation_tag"] == "observation"
+    assert (
+        entry["tags"]["function_tag"] == "function_call" and entry["tags"]["observation_tag"] == "observation"
+    )
     aligned = llamafactory_rows(out, "d")
     assert len(aligned) == 2 and all(row["_prompt"] for row in aligned)  # none dropped as "broken"
     assert [m["role"] for m in aligned[0]["_prompt"]][:3] == ["user", "function", "observation"]
@@ -107,7 +114,10 @@ def test_openai_tool_calls_developer_role_and_text_parts(tmp_path):
     ]  # arguments decoded from OpenAI's JSON strings, as LlamaFactory's formatter needs
     assert row["messages"][2]["role"] == "observation"
     assert row["messages"][2]["content"].count("</tool_response>\n<tool_response>") == 1  # two results
-    assert row["messages"][3] == {"role": "assistant", "content": "Sunny in Bern, snow in Oslo."}  # value part
+    assert row["messages"][3] == {
+        "role": "assistant",
+        "content": "Sunny in Bern, snow in Oslo.",
+    }  # value part
     assert json.loads(row["tools"])[0]["function"]["name"] == "get_weather"
 
 
@@ -162,7 +172,9 @@ def test_pippa_persona_names_greeting_and_double_texts(tmp_path):
     assert mira["system"].startswith("Mira is a lighthouse keeper who talks to Alex about ships.")
     assert "Alex: Any ships today?\nMira: Three" in mira["system"]
     assert mira["system"].endswith("Opening message:\n*Mira waves* Hello, Alex!")
-    assert mira["messages"][1]["content"] == "Three, and one of them was on fire.\nDouble text: are you there?"
+    assert (
+        mira["messages"][1]["content"] == "Three, and one of them was on fire.\nDouble text: are you there?"
+    )
     assert {r["role_id"] for r in rows} == {"b1", ""}  # no bot_id: converted, as no sampling asked for roles
     sampled = tmp_path / "sampled"
     text = convert(src, sampled, "--max-per-role", "1")  # now roles are needed
@@ -175,10 +187,14 @@ def test_pippa_persona_names_greeting_and_double_texts(tmp_path):
 def test_per_character_directory_reads_every_file(tmp_path):
     chars = tmp_path / "chars"
     write_jsonl(chars / "alice.jsonl", [{"messages": chat("x", 1, tag=str(i))["messages"]} for i in range(3)])
-    write_json_array(chars / "carol.json", [{"messages": chat("c", 2, tag=str(i))["messages"]} for i in range(2)])
+    write_json_array(
+        chars / "carol.json", [{"messages": chat("c", 2, tag=str(i))["messages"]} for i in range(2)]
+    )
     write_jsonl(chars / "dave.JSONL", [{"conversations": [{"from": "human", "value": "hi {{char}}"},
                                                           {"from": "gpt", "value": "hi {{user}}"}]}])  # fmt: skip
-    write_jsonl(chars / "sub" / "eve.jsonl", [{"messages": chat("e", 1)["messages"], "system": "She is shy."}])
+    write_jsonl(
+        chars / "sub" / "eve.jsonl", [{"messages": chat("e", 1)["messages"], "system": "She is shy."}]
+    )
     write_jsonl(chars / "bob.jsonl.gz", [{"messages": chat("b", 1)["messages"]}], gz=True)
     (chars / "notes.txt").write_text("not data")
     write_jsonl(chars / ".cache.jsonl", [chat("hidden")])
@@ -186,7 +202,9 @@ def test_per_character_directory_reads_every_file(tmp_path):
     text = convert(chars, out)
     assert "converted 8 + rejected 0 = read 8" in text
     assert "2 file(s) under the input directories were not read" in text
-    assert "notes.txt: not .jsonl, .json, .jsonl.gz or .json.gz" in text and ".cache.jsonl: hidden file" in text
+    assert (
+        "notes.txt: not .jsonl, .json, .jsonl.gz or .json.gz" in text and ".cache.jsonl: hidden file" in text
+    )
     rows = read_jsonl(out / "d.jsonl")
     assert per_role(rows) == {"alice": 3, "carol": 2, "dave": 1, "eve": 1, "bob": 1}
     by_role = {r["role_id"]: r for r in rows}
@@ -252,7 +270,9 @@ def test_exact_duplicates_are_dropped_before_sampling(tmp_path):
     spaced["messages"][0]["content"] = "  question 0 for r1   a\n"  # the same after normalising whitespace
     spaced["user_id"] = "r9"  # another role: still the same conversation
     squeezed = json.loads(json.dumps(b))
-    squeezed["messages"][0]["content"] = squeezed["messages"][0]["content"].replace(" ", "", 1)  # not the same
+    squeezed["messages"][0]["content"] = squeezed["messages"][0]["content"].replace(
+        " ", "", 1
+    )  # not the same
     records = [a, b, a, spaced, squeezed] + [chat(f"r{i % 3}", 1, tag=str(i)) for i in range(20)] + [b]
     src = write_jsonl(tmp_path / "dups.jsonl", records)
     out = tmp_path / "out"
@@ -273,7 +293,10 @@ def test_exact_duplicates_are_dropped_before_sampling(tmp_path):
 
 def test_near_duplicates_within_a_role(tmp_path):
     long = " ".join(f"word{i}" for i in range(60))
-    base = {"user_id": "ann", "messages": [{"role": "user", "content": long}, {"role": "assistant", "content": long}]}
+    base = {
+        "user_id": "ann",
+        "messages": [{"role": "user", "content": long}, {"role": "assistant", "content": long}],
+    }
     edited = json.loads(json.dumps(base))
     edited["messages"][1]["content"] = long.replace("word30", "WORD-thirty")
     other_role = {**json.loads(json.dumps(edited)), "user_id": "bob"}
@@ -326,6 +349,7 @@ def test_round_trip_of_lfkit_output(tmp_path, context_only):
     extra = ["--context-only"] if context_only else []
     convert(src, first, *extra)
     convert(first / "d.jsonl", second)
+
     def rows(out):
         return sorted(json.dumps(r, sort_keys=True) for r in read_jsonl(out / "d.jsonl"))
 
