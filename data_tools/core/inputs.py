@@ -277,7 +277,7 @@ def iter_chunk(
                     stripped = stripped.removeprefix(BOM)
                     first = False
                 if stripped and not stripped.isspace():
-                    yield SourceLine(name, lineno, stripped)
+                    yield _new_line(SourceLine, (name, lineno, stripped, False, None))
                 if limit is not None:
                     consumed += len(line)
                     if consumed >= limit:
@@ -317,6 +317,11 @@ def _iter_array(
         counter.lines = index + 1
     if on_progress is not None:
         on_progress(os.fstat(raw_fh.fileno()).st_size - reported)
+
+
+# SourceLine(...) runs the NamedTuple's Python-level __new__; this builds the same tuple in C,
+# once per input line.
+_new_line = tuple.__new__
 
 
 class _Prefixed(io.RawIOBase):

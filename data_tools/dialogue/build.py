@@ -30,6 +30,7 @@ values, tools, media) and either returns a valid :class:`Conversation` or raises
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -71,8 +72,9 @@ class Policy:
 STRICT = Policy(merge_consecutive=False, greeting_to_system=False)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def normalise_role(role: str) -> str:
-    """Whitespace runs become one space, ends are stripped."""
+    """Whitespace runs become one space, ends are stripped (cached: roles repeat)."""
     return " ".join(role.split())
 
 
@@ -141,14 +143,19 @@ def finish(
     ``contexts`` are stripped system texts in order; ``counts`` are the trimmed, greeting and
     merged turn counts for :class:`Notes`.
     """
-    system_text = "\n\n".join(c for c in contexts if c)
+    system_text = "\n\n".join(filter(None, contexts))
     if character and policy.character_intro and character.casefold() not in system_text.casefold():
         intro = policy.character_intro.format(name=character)
         system_text = f"{intro}\n\n{system_text}" if system_text else intro
     clean = normalise_role(role)
     spelling = role if clean != role else None
-    notes = Notes(*counts, spelling) if spelling is not None or any(counts) else NO_NOTES
-    return Conversation(clean, system_text, messages, tools_json, media, notes, features)
+    notes = NO_NOTES if spelling is None and counts == (0, 0, 0) else Notes(*counts, spelling)
+    # Conversation(...) through the NamedTuple's Python-level __new__ costs more than the rest
+    # of this function; the same tuple, built in C (field order as declared):
+    return _new_conversation(Conversation, (clean, system_text, messages, tools_json, media, notes, features))
+
+
+_new_conversation = tuple.__new__
 
 
 def _substitute(

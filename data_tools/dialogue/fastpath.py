@@ -22,7 +22,6 @@ from typing import Any
 
 from lfkit.data_tools.dialogue.build import finish
 from lfkit.data_tools.dialogue.layouts.common import Context
-from lfkit.data_tools.dialogue.layouts.multimodal import has_media_columns
 from lfkit.data_tools.dialogue.model import ASSISTANT, USER, Conversation
 
 _SPEAKER = {"messages": itemgetter("role"), "conversations": itemgetter("from")}
@@ -41,11 +40,17 @@ def _pattern(n: int) -> list[str]:
     return pattern
 
 
-def fast_conversation(obj: dict[str, Any], ctx: Context) -> Conversation | None:
-    """The conversation of a plain record, or None to send it through the full rules."""
+def fast_conversation(obj: dict[str, Any], ctx: Context, raw: bytes | None = None) -> Conversation | None:
+    """The conversation of a plain record, or None to send it through the full rules.
+
+    ``raw``, the record's JSON text if the caller has it, only lets checks for ``<`` and
+    ``{{`` in the texts be skipped when the whole record has none.
+    """
     key = "messages" if "messages" in obj else "conversations"
     turns = obj.get(key)
-    if type(turns) is not list or len(turns) < 2 or has_media_columns(obj) or obj.get("tools"):
+    if type(turns) is not list or len(turns) < 2 or obj.get("tools"):
+        return None
+    if "images" in obj or "videos" in obj or "audios" in obj:  # has_media_columns, inlined
         return None
     try:
         if max(map(len, turns)) != 2:  # extra keys (tool_calls, name, ...): the full path decides
@@ -69,19 +74,22 @@ def fast_conversation(obj: dict[str, Any], ctx: Context) -> Conversation | None:
     try:  # str.isspace raises TypeError for a non-string; "" is not isspace(), hence the `in`
         if any(map(str.isspace, texts)) or "" in texts:
             return None
-        if any(map(str.__contains__, texts, repeat("<"))) and any(map(_PLACEHOLDER.search, texts)):
-            return None
+        if (raw is None or b"<" in raw) and any(map(str.__contains__, texts, repeat("<"))):
+            if any(map(_PLACEHOLDER.search, texts)):
+                return None
     except TypeError:
         return None
     character = ctx.character
-    if character is not None and ("{{" in system or any(map(str.__contains__, texts, repeat("{{")))):
-        return None
-    if key == "messages" and speakers == _pattern(n):
+    if character is not None and (raw is None or b"{{" in raw):
+        if "{{" in system or any(map(str.__contains__, texts, repeat("{{"))):
+            return None
+    pattern = _PATTERNS.get(n) or _pattern(n)
+    if key == "messages" and speakers == pattern:
         messages = turns  # already exactly {"role", "content"}: reuse the parsed objects
     else:
         if key == "conversations":
             speakers = list(map(_SHAREGPT.get, speakers))
-        if speakers != _pattern(n):
+        if speakers != pattern:
             return None
         messages = [{"role": r, "content": t} for r, t in zip(speakers, texts, strict=True)]
     trimmed = n % 2

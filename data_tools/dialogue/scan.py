@@ -38,8 +38,10 @@ from lfkit.data_tools.core.rejects import RejectTally, reject_entry
 from lfkit.data_tools.core.summary import Accounting
 from lfkit.data_tools.core.workdir import die_with_parent, terminate_workers
 from lfkit.data_tools.dialogue.layouts.common import Context, LayoutSettings
+from lfkit.data_tools.dialogue.model import NO_NOTES
 from lfkit.data_tools.dialogue.render import render
-from lfkit.data_tools.dialogue.transform import to_conversation
+from lfkit.data_tools.dialogue.fastpath import fast_conversation
+from lfkit.data_tools.dialogue.transform import full_conversation
 
 TOKENIZE_BATCH = 256
 MIN_CHUNK_BYTES = 4 << 20
@@ -196,7 +198,8 @@ def scan_chunk(
         for line in iter_chunk(chunk, on_progress, counter):
             read += 1
             try:
-                conv = to_conversation(parse_record(line), ctx)
+                record = parse_record(line)  # to_conversation, inlined: it runs once per record
+                conv = fast_conversation(record, ctx, line.raw) or full_conversation(record, ctx)
             except RecordError as err:
                 if rejects_fh is None:
                     fd, rejects_name = tempfile.mkstemp(prefix="rejects.", dir=settings.work_dir)
@@ -212,11 +215,8 @@ def scan_chunk(
             add_chars(len(conv.system) + sum(map(len, map(_CONTENT, messages))))
             add_line(line.lineno)
             add_feature(conv.features)
-            notes = conv.notes
-            if notes.role_spelling is not None or notes.trimmed_user_turns or notes.moved_greetings:
+            if conv.notes is not NO_NOTES:
                 _count_notes(index, conv)
-            elif notes.merged_turns:
-                index.merged_turns += notes.merged_turns
             data, key = render(conv, context_only)
             add_key(key)
             write(data)
