@@ -237,8 +237,8 @@ def _check_order(body: list[RawTurn], key: str) -> None:
                     turn.field,
                 )  # fmt: skip
             reason = "consecutive_user_turns" if turn.speaker == USER else "consecutive_assistant_turns"
-            raise RecordError(reason, f"two {turn.speaker} turns in a row ({body[j - 1].field}, {turn.field})",
-                              turn.field)  # fmt: skip
+            where = f"({body[j - 1].field}, {turn.field})"
+            raise RecordError(reason, f"two {turn.speaker} turns in a row {where}", turn.field)
 
 
 def _may_hold_placeholders(messages: list[Message]) -> bool:

@@ -74,15 +74,15 @@ def fast_conversation(obj: dict[str, Any], ctx: Context, raw: bytes | None = Non
     try:  # str.isspace raises TypeError for a non-string; "" is not isspace(), hence the `in`
         if any(map(str.isspace, texts)) or "" in texts:
             return None
-        if (raw is None or b"<" in raw) and any(map(str.__contains__, texts, repeat("<"))):
-            if any(map(_PLACEHOLDER.search, texts)):
-                return None
+        lt = (raw is None or b"<" in raw) and any(map(str.__contains__, texts, repeat("<")))
+        if lt and any(map(_PLACEHOLDER.search, texts)):
+            return None
     except TypeError:
         return None
     character = ctx.character
-    if character is not None and (raw is None or b"{{" in raw):
-        if "{{" in system or any(map(str.__contains__, texts, repeat("{{"))):
-            return None
+    templated = character is not None and (raw is None or b"{{" in raw)
+    if templated and ("{{" in system or any(map(str.__contains__, texts, repeat("{{")))):
+        return None
     pattern = _PATTERNS.get(n) or _pattern(n)
     if key == "messages" and speakers == pattern:
         messages = turns  # already exactly {"role", "content"}: reuse the parsed objects

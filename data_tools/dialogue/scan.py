@@ -37,10 +37,10 @@ from lfkit.data_tools.core.records import RecordError, parse_record
 from lfkit.data_tools.core.rejects import RejectTally, reject_entry
 from lfkit.data_tools.core.summary import Accounting
 from lfkit.data_tools.core.workdir import die_with_parent, terminate_workers
+from lfkit.data_tools.dialogue.fastpath import fast_conversation
 from lfkit.data_tools.dialogue.layouts.common import Context, LayoutSettings
 from lfkit.data_tools.dialogue.model import NO_NOTES
 from lfkit.data_tools.dialogue.render import render
-from lfkit.data_tools.dialogue.fastpath import fast_conversation
 from lfkit.data_tools.dialogue.transform import full_conversation
 
 TOKENIZE_BATCH = 256

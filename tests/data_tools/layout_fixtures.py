@@ -72,7 +72,7 @@ def pippa_record(bot_id: str | None, name: str, i: int) -> dict:
         "bot_id": bot_id,
         "bot_name": name,
         "bot_greeting": f"*{name} waves* Hello, {{{{user}}}}!",
-        "bot_description": f"{{{{char}}}} is a lighthouse keeper who talks to {{{{user}}}} about ships.",
+        "bot_description": "{{char}} is a lighthouse keeper who talks to {{user}} about ships.",
         "bot_definitions": f"{{{{user}}}}: Any ships today?\n{{{{char}}}}: Three, story {i}.",
         "categories": ["Adventure"],
         "submission_timestamp": 1680000000000 + i,

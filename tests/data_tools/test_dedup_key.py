@@ -16,7 +16,7 @@ import pytest
 from lfkit.data_tools.dialogue.dedup import normalised
 from lfkit.data_tools.dialogue.render import duplicate_key
 
-WORDS = "alpha beta gamma delta lorem ipsum sword ship storm \\ \\n x".split(" ")
+WORDS = ["alpha", "beta", "gamma", "delta", "lorem", "ipsum", "sword", "ship", "storm", "\\", "\\n", "x"]
 
 
 def text(rng: random.Random, words: int) -> str:

@@ -7,10 +7,10 @@ import os
 
 import pytest
 from dialogue_helpers import chat, read_jsonl, run_cli, uneven_corpus, write_jsonl
+from lfkit.data_tools.core.registry import RegistryError, read_dataset_info, register_datasets
 from lfkit.data_tools.dialogue import convert as dialogue_convert
 from lfkit.data_tools.dialogue import render as dialogue_render
 from lfkit.data_tools.dialogue.convert import ConvertOptions, RoleRequiredError, convert_dialogue
-from lfkit.data_tools.core.registry import RegistryError, read_dataset_info, register_datasets
 
 from lfkit import atomic
 from lfkit.atomic import AtomicGroup, atomic_write

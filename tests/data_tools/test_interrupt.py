@@ -84,11 +84,16 @@ def _alive(process: psutil.Process) -> bool:
         return False
 
 
+def small_run(src: Path, out: Path) -> list[str]:
+    """The command of a quick conversion into ``out`` (the old ``convert FILE`` form)."""
+    return [LFKIT, "data", "convert", str(src), "--out", str(out), "--name", "rp", "--role-key", "user_id",
+            "--val-ratio", "0.25"]  # fmt: skip
+
+
 def previous_run(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
     out = tmp_path / "out"
     small = write_jsonl(tmp_path / "small.jsonl", [chat(f"r{i}", tag=str(i)) for i in range(8)])
-    done = subprocess.run([LFKIT, "data", "convert", str(small), "--out", str(out), "--name", "rp",
-                           "--role-key", "user_id", "--val-ratio", "0.25"], capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(small_run(small, out), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return small, snapshot(out)
 
@@ -103,8 +108,7 @@ def test_sigkill_leaves_previous_outputs_and_no_process_and_the_next_run_cleans_
     assert not gone(descendants), "lfkit processes outlived the killed run"
     assert snapshot(out) == before  # previous outputs intact, no temporary file beside them
     (stale,) = out.glob(".rp.work.*")  # nothing could run at SIGKILL: the work folder stays ...
-    later = subprocess.run([LFKIT, "data", "convert", str(small), "--out", str(out), "--name", "rp",
-                            "--role-key", "user_id", "--val-ratio", "0.25"], capture_output=True, text=True)  # fmt: skip
+    later = subprocess.run(small_run(small, out), capture_output=True, text=True)
     assert later.returncode == 0, later.stderr
     assert f"removed {stale}" in " ".join(later.stdout.split())  # ... and the next run removes it, saying so
     assert sorted(p.name for p in out.iterdir()) == sorted(before)  # no hidden folder, no .tmp file

@@ -190,8 +190,8 @@ def test_per_character_directory_reads_every_file(tmp_path):
     write_json_array(
         chars / "carol.json", [{"messages": chat("c", 2, tag=str(i))["messages"]} for i in range(2)]
     )
-    write_jsonl(chars / "dave.JSONL", [{"conversations": [{"from": "human", "value": "hi {{char}}"},
-                                                          {"from": "gpt", "value": "hi {{user}}"}]}])  # fmt: skip
+    sharegpt = [{"from": "human", "value": "hi {{char}}"}, {"from": "gpt", "value": "hi {{user}}"}]
+    write_jsonl(chars / "dave.JSONL", [{"conversations": sharegpt}])
     write_jsonl(
         chars / "sub" / "eve.jsonl", [{"messages": chat("e", 1)["messages"], "system": "She is shy."}]
     )

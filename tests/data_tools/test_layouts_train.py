@@ -78,8 +78,9 @@ def test_role_play_datasets_train_with_persona_and_greeting(tmp_path, tiny_model
     write_jsonl(
         chars / "captain.jsonl", [{"messages": chat("c", 2, tag=str(i))["messages"]} for i in range(3)]
     )
-    write_json_array(chars / "witch.json", [{"messages": [{"role": "assistant", "content": "Welcome, {{user}}."},
-                                                          *chat("w", 1, tag=str(i))["messages"]]} for i in range(2)])  # fmt: skip
+    greeting = {"role": "assistant", "content": "Welcome, {{user}}."}
+    witch = [{"messages": [greeting, *chat("w", 1, tag=str(i))["messages"]]} for i in range(2)]
+    write_json_array(chars / "witch.json", witch)
     data = tmp_path / "data"
     for src, name in ((pippa, "pippa"), (chars, "chars")):
         result = run_cli("convert", src, "--out", data, "--name", name, "--user-name", "Alex", "--strict")

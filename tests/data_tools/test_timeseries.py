@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 from lfkit.data_tools.core.records import RecordError, SourceLine, parse_record
-from lfkit.data_tools.timeseries.convert import TsOptions, convert_timeseries, timeseries_stats
 from lfkit.data_tools.timeseries.budget import CharEstimate
 from lfkit.data_tools.timeseries.chatts import PLACEHOLDER, patch_count, processor_text
+from lfkit.data_tools.timeseries.convert import TsOptions, convert_timeseries, timeseries_stats
 from lfkit.data_tools.timeseries.records import TS_REASONS, validate_record
 from lfkit.data_tools.timeseries.text import format_value, series_as_text
 

@@ -11,8 +11,8 @@ import json
 import math
 
 import pytest
-from lfkit.data_tools.timeseries import chatts as timeseries_chatts
 from lfkit.data_tools.core.records import SourceLine
+from lfkit.data_tools.timeseries import chatts as timeseries_chatts
 from lfkit.data_tools.timeseries.budget import TemplateTokens, sample_budget, with_scaling_text
 from lfkit.data_tools.timeseries.records import validate_record
 from lfkit.data_tools.timeseries.text import render_text

@@ -21,7 +21,6 @@ TOKENS_PER_IMAGE = (IMAGE_SIZE // PATCH) ** 2  # the "default" strategy drops th
 def build_tiny_llava(out_dir: Path, seed: int = 0) -> Path:
     """Write the tokenizer, processor and random-weight model to ``out_dir`` and return it."""
     import torch
-    from lfkit.tiny_model import _DEFAULT_CORPUS, train_tokenizer
     from transformers import (
         CLIPImageProcessor,
         CLIPVisionConfig,
@@ -30,6 +29,8 @@ def build_tiny_llava(out_dir: Path, seed: int = 0) -> Path:
         LlavaProcessor,
         Qwen2Config,
     )
+
+    from lfkit.tiny_model import _DEFAULT_CORPUS, train_tokenizer
 
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = train_tokenizer(_DEFAULT_CORPUS, vocab_size=512)
