@@ -30,6 +30,8 @@ _TEXT = {"messages": itemgetter("content"), "conversations": itemgetter("value")
 _SHAREGPT = {"human": USER, "gpt": ASSISTANT, "user": USER, "assistant": ASSISTANT}
 _PLACEHOLDER = re.compile(r"<(?:image|video|audio)>")
 _PATTERNS: dict[int, list[str]] = {}
+# keys whose presence sends a record to the full rules (tools, media), checked in one C call
+_EXTRAS = frozenset(("tools", "images", "videos", "audios"))
 
 
 def _pattern(n: int) -> list[str]:
@@ -48,9 +50,7 @@ def fast_conversation(obj: dict[str, Any], ctx: Context, raw: bytes | None = Non
     """
     key = "messages" if "messages" in obj else "conversations"
     turns = obj.get(key)
-    if type(turns) is not list or len(turns) < 2 or obj.get("tools"):
-        return None
-    if "images" in obj or "videos" in obj or "audios" in obj:  # has_media_columns, inlined
+    if type(turns) is not list or len(turns) < 2 or not _EXTRAS.isdisjoint(obj):
         return None
     try:
         if max(map(len, turns)) != 2:  # extra keys (tool_calls, name, ...): the full path decides
