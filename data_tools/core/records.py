@@ -15,7 +15,6 @@ series value, naming the series and index).
 
 from __future__ import annotations
 
-import json
 from typing import Any, NamedTuple
 
 import orjson
@@ -83,6 +82,8 @@ def _lenient(raw: bytes, err: orjson.JSONDecodeError) -> Any:
         raise RecordError(
             "invalid_utf8", f"line is not valid UTF-8 (byte {uerr.start}: {uerr.reason})"
         ) from None
+    import json
+
     try:
         return json.loads(text)
     except (ValueError, RecursionError):

@@ -18,8 +18,10 @@ and are terminated on any error or signal.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import sys
 import tempfile
 from array import array
 from collections.abc import Callable, Iterator, Sequence
@@ -324,9 +326,9 @@ def _run_chunks(
         initializer=partial(die_with_parent, os.getpid()),
     )
     try:
-        for chunk, result in zip(
-            chunks, pool.map(_scan_chunk_worker, zip(chunks, repeat(settings))), strict=True
-        ):
+        with _workers_skip_main():  # the workers start during map()
+            results = pool.map(_scan_chunk_worker, zip(chunks, repeat(settings)))
+        for chunk, result in zip(chunks, results, strict=True):
             if on_progress is not None:
                 on_progress(chunk.size)
             yield result
@@ -335,6 +337,25 @@ def _run_chunks(
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _workers_skip_main() -> Iterator[None]:
+    """Keep spawned workers from re-running the parent's ``__main__`` (the ``lfkit`` script).
+
+    ``spawn`` re-imports the main module in every child so that functions defined there can be
+    unpickled; the workers run :func:`_scan_chunk_worker` from this module, so importing the
+    CLI (typer, rich, every command) in each of them is start-up time for nothing.
+    """
+    main = sys.modules.get("__main__")
+    saved = {name: main.__dict__[name] for name in ("__file__", "__spec__") if main and name in main.__dict__}
+    try:
+        for name in saved:
+            setattr(main, name, None)
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(main, name, value)
 
 
 def _merge_rejects(path: str, line_base: int, rejects: RejectTally) -> None:
