@@ -76,6 +76,8 @@ class _HintingCommand:
 
     @staticmethod
     def wrap(command: Any, group: KindGroup, name: str) -> Any:
+        if getattr(command, "_lfkit_hinted", False):
+            return command
         make_context = command.make_context
 
         def hinted(info_name: str, args: list[str], parent: Any = None, **extra: Any) -> Any:
@@ -93,6 +95,7 @@ class _HintingCommand:
                 raise
 
         command.make_context = hinted
+        command._lfkit_hinted = True
         return command
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,13 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 SHOW_SKIPPED = 10
+
+
+class Format(str, Enum):
+    """The dataset file format (``--format``), for both kinds."""
+
+    jsonl = "jsonl"
+    parquet = "parquet"
 
 
 def console() -> Console:

@@ -73,7 +73,6 @@ class RowWriter:
 
     def __init__(self, fh: IO[bytes], fmt: OutputFormat, columns: list[str], fill: list[str]) -> None:
         self.fh, self.fmt, self.columns, self.fill = fh, fmt, columns, [c for c in columns if c in fill]
-        self.rows = 0
         self._batch: list[dict[str, Any]] = []
         self._parquet = None
         if fmt is OutputFormat.parquet:
@@ -87,14 +86,12 @@ class RowWriter:
         """Write one or more rows (JSON Lines, each ending in a newline)."""
         if self._parquet is None and not self.fill:
             self.fh.write(data)
-            self.rows += data.count(b"\n")
             return
         for line in data.splitlines():
             row = orjson.loads(line)
             for column in self.fill:
                 if column not in row:
                     row[column] = EMPTY[COLUMN_TYPES[column]]
-            self.rows += 1
             if self._parquet is None:
                 self.fh.write(orjson.dumps({c: row[c] for c in self.columns}) + b"\n")
                 continue

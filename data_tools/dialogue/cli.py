@@ -12,7 +12,7 @@ from enum import Enum
 from pathlib import Path
 
 import typer
-from lfkit.data_tools.core.cli import console, expand, interruptible, print_skipped, print_stale_work
+from lfkit.data_tools.core.cli import Format, console, expand, interruptible, print_skipped, print_stale_work
 
 
 class ValBy(str, Enum):
@@ -27,13 +27,6 @@ class Dedup(str, Enum):
 
     exact = "exact"
     near = "near"
-
-
-class Format(str, Enum):
-    """The dataset file format."""
-
-    jsonl = "jsonl"
-    parquet = "parquet"
 
 
 INPUTS = typer.Argument(

@@ -209,15 +209,15 @@ def scan_chunk(
                 rejects_fh.write(orjson.dumps(reject_entry(line, err)) + b"\n")
                 rejected += 1
                 continue
-            rid = lookup.get(conv.role)
-            add_role(role_id(conv.role) if rid is None else rid)
-            messages = conv.messages
+            role, system, messages, _, _, notes, features = conv  # one unpack, not seven lookups
+            rid = lookup.get(role)
+            add_role(role_id(role) if rid is None else rid)
             add_samples(sum(m["role"] == "user" for m in messages) if context_only else 1)
             add_turns(len(messages))
-            add_chars(len(conv.system) + sum(map(len, map(_CONTENT, messages))))
+            add_chars(len(system) + sum(map(len, map(_CONTENT, messages))))
             add_line(line.lineno)
-            add_feature(conv.features)
-            if conv.notes is not NO_NOTES:
+            add_feature(features)
+            if notes is not NO_NOTES:
                 _count_notes(index, conv)
             data, key = render(conv, context_only)
             add_key(key)
@@ -228,7 +228,7 @@ def scan_chunk(
             if signatures is not None:
                 signatures.write(signature(conv))
             if tokenizer is not None:
-                pending.append("\n".join([conv.system, *map(_CONTENT, messages)]))
+                pending.append("\n".join([system, *map(_CONTENT, messages)]))
                 if len(pending) >= TOKENIZE_BATCH:
                     flush_tokens()
         if tokenizer is not None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from lfkit.data_tools.core.cli import expand, interruptible, print_skipped, print_stale_work
+from lfkit.data_tools.core.cli import Format, expand, interruptible, print_skipped, print_stale_work
 
 if TYPE_CHECKING:
     from lfkit.data_tools.timeseries.convert import TsOptions
@@ -27,13 +27,6 @@ class TsFormat(str, Enum):
 
     encoder = "encoder"
     text = "text"
-
-
-class Format(str, Enum):
-    """The dataset file format."""
-
-    jsonl = "jsonl"
-    parquet = "parquet"
 
 
 INPUTS = typer.Argument(..., help="ChatTS JSONL / JSON-array files (optionally .gz), or directories of them.")

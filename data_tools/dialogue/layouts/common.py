@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lfkit.data_tools.core.records import RecordError
-from lfkit.data_tools.dialogue.build import Policy
+from lfkit.data_tools.dialogue.build import Policy, build_conversation
 from lfkit.data_tools.dialogue.layouts import multimodal, tools
 from lfkit.data_tools.dialogue.layouts.characters import character_name
 from lfkit.data_tools.dialogue.model import (
@@ -28,6 +28,7 @@ from lfkit.data_tools.dialogue.model import (
     OBSERVATION,
     SYSTEM,
     USER,
+    Conversation,
     RawTurn,
 )
 
@@ -184,3 +185,30 @@ def _turn(
     if not text.strip():
         raise RecordError("empty_turn", "turn content is empty", field)
     return RawTurn(speaker, text, where)
+
+
+def chat_transform(
+    record: dict[str, Any], ctx: Context, key: str, speaker_key: str, content_key: str
+) -> Conversation:
+    """The transform of a chat layout (OpenAI ``messages``, ShareGPT ``conversations``).
+
+    The two differ only in the names of the turn list and of a turn's speaker and content;
+    tools (:mod:`.tools`) and media (:mod:`.multimodal`) are read the same way in both.
+    """
+    raw = turn_list(record[key], key)
+    role = role_of(record, ctx)
+    system = text_field(record, "system")
+    parts_media = multimodal.PartsMedia()
+    turns = read_turns(raw, key, speaker_key, content_key, ctx, parts_media)
+    return build_conversation(
+        role=role,
+        system=[system],
+        turns=turns,
+        key=key,
+        policy=ctx.policy,
+        character=ctx.character,
+        substitute=ctx.character is not None,
+        character_field="file name",
+        tools_json=tools.tools_json(record.get("tools")),
+        media=multimodal.media_columns(record, ctx.base_dir, parts_media),
+    )

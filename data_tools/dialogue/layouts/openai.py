@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lfkit.data_tools.dialogue.build import build_conversation
-from lfkit.data_tools.dialogue.layouts import multimodal, tools
-from lfkit.data_tools.dialogue.layouts.common import Context, read_turns, role_of, text_field, turn_list
+from lfkit.data_tools.dialogue.layouts.common import Context, chat_transform
 from lfkit.data_tools.dialogue.model import Conversation
 
 KEY = "messages"
@@ -22,20 +20,4 @@ KEY = "messages"
 
 def transform(record: dict[str, Any], ctx: Context) -> Conversation:
     """One OpenAI-layout record as a :class:`Conversation`, or a RecordError."""
-    raw = turn_list(record[KEY], KEY)
-    role = role_of(record, ctx)
-    system = text_field(record, "system")
-    parts_media = multimodal.PartsMedia()
-    turns = read_turns(raw, KEY, "role", "content", ctx, parts_media)
-    return build_conversation(
-        role=role,
-        system=[system],
-        turns=turns,
-        key=KEY,
-        policy=ctx.policy,
-        character=ctx.character,
-        substitute=ctx.character is not None,
-        character_field="file name",
-        tools_json=tools.tools_json(record.get("tools")),
-        media=multimodal.media_columns(record, ctx.base_dir, parts_media),
-    )
+    return chat_transform(record, ctx, KEY, "role", "content")
