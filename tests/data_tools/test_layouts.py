@@ -354,3 +354,18 @@ def test_round_trip_of_lfkit_output(tmp_path, context_only):
         return sorted(json.dumps(r, sort_keys=True) for r in read_jsonl(out / "d.jsonl"))
 
     assert rows(second) == rows(first)
+
+
+def test_timeseries_parquet_matches_its_jsonl(tmp_path):
+    import pyarrow.parquet as pq
+
+    sample = Path(__file__).resolve().parents[2] / "data_tools" / "samples" / "chatts_sample.jsonl"
+    for fmt in ("jsonl", "parquet"):
+        result = run_cli(
+            "convert", "timeseries", sample, "--out", tmp_path / fmt, "--name", "ts", "--format", fmt
+        )
+        assert result.exit_code == 0, result.output
+    rows = read_jsonl(tmp_path / "jsonl" / "ts.jsonl")
+    assert pq.read_table(tmp_path / "parquet" / "ts.parquet").to_pylist() == rows
+    entry = json.loads((tmp_path / "parquet" / "dataset_info.json").read_text())["ts"]
+    assert entry["file_name"] == "ts.parquet" and entry["columns"]["timeseries"] == "timeseries"
