@@ -9,11 +9,14 @@ same run, on the same file (warm in the page cache for every contender):
 1. a bare orjson parse loop over the file: the floor any JSONL converter pays;
 2. ``lfkit data convert`` as a subprocess (end-to-end wall time, interpreter start included),
    with its peak RSS read from ``os.wait4``'s resource usage of that very child;
-3. a straightforward pandas script as a subprocess: ``read_json(lines=True)``, a per-role
+3. with ``--baseline-lfkit PATH``, another installation's ``lfkit data convert`` (an earlier
+   version, e.g. the main branch's ``.venv/bin/lfkit``) with the same options, its runs
+   interleaved with 2.'s so both see the same machine load;
+4. a straightforward pandas script as a subprocess: ``read_json(lines=True)``, a per-role
    ``groupby().sample()`` capped at N per role, ``to_json(lines=True)``; its peak RSS too.
 
 It prints throughput (MB/s, records/s), lfkit's rate as a ratio of the bare-parse rate
-(target >= 0.5) and of the pandas rate, and the peak RSS (target < 500 MB).
+(target >= 0.5), of the baseline's and of the pandas rate, and the peak RSS (target < 500 MB).
 """
 
 from __future__ import annotations
@@ -159,6 +162,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per contender; the fastest is reported")
     parser.add_argument("--workers", type=int, default=None, help="lfkit --workers (default: its own)")
     parser.add_argument("--skip-pandas", action="store_true", help="skip the (memory-hungry) pandas run")
+    parser.add_argument(
+        "--baseline-lfkit", type=Path, default=None, help="another lfkit executable to compare (same options)"
+    )
     args = parser.parse_args()
     lfkit = Path(sys.executable).parent / "lfkit"
     with tempfile.TemporaryDirectory(prefix="lfkit-bench-") as tmp:
@@ -174,11 +180,26 @@ def main() -> None:
         bare_parse(src)  # warm the page cache so every contender reads from memory
         bare_runs = [bare_parse(src) for _ in range(args.repeat)]
         bare = {"wall": min(w for w, _ in bare_runs), "cpu": min(c for _, c in bare_runs)}
-        cmd = [str(lfkit), "data", "convert", str(src), "--out", str(Path(tmp) / "out"), "--name", "bench"]
-        cmd += ["--role-key", "user_id", "--max-per-role", str(args.max_per_role), "--val-ratio", "0.05"]
-        cmd += ["--seed", "0"] + (["--workers", str(args.workers)] if args.workers else [])
-        lf = best([run_child(cmd) for _ in range(args.repeat)])
+        options = ["--name", "bench", "--role-key", "user_id", "--max-per-role", str(args.max_per_role)]
+        options += ["--val-ratio", "0.05", "--seed", "0"]
+        options += ["--workers", str(args.workers)] if args.workers else []
+
+        def convert_cmd(executable: Path, out: str) -> list[str]:
+            return [str(executable), "data", "convert", str(src), "--out", str(Path(tmp) / out), *options]
+
+        lf_runs, base_runs = [], []
+        for _ in range(args.repeat):  # interleaved: both see the same load
+            lf_runs.append(run_child(convert_cmd(lfkit, "out")))
+            if args.baseline_lfkit:
+                base_runs.append(run_child(convert_cmd(args.baseline_lfkit, "out_baseline")))
+        lf = best(lf_runs)
         rows = [("bare orjson parse loop (in-process)", bare), ("lfkit data convert", lf)]
+        if args.baseline_lfkit:
+            base = best(base_runs)
+            rows.append(("baseline lfkit data convert", base))
+            same = (Path(tmp) / "out" / "bench.jsonl").read_bytes() == (
+                Path(tmp) / "out_baseline" / "bench.jsonl"
+            ).read_bytes()
         if not args.skip_pandas:
             pd_cmd = [sys.executable, "-c", PANDAS_SCRIPT, str(src), str(Path(tmp) / "pandas.jsonl")]
             pd_cmd += [str(args.max_per_role), "0"]
@@ -200,6 +221,10 @@ def main() -> None:
         )
         print(f"lfkit rate / bare-parse rate, wall clock: {bare['wall'] / lf['wall']:.2f} (target >= 0.5)")
         print(f"lfkit rate / bare-parse rate, CPU time:   {bare['cpu'] / lf['cpu']:.2f}")
+        if args.baseline_lfkit:
+            print(f"lfkit rate / baseline rate, wall clock: {base['wall'] / lf['wall']:.2f}")
+            print(f"lfkit rate / baseline rate, CPU time:   {base['cpu'] / lf['cpu']:.2f}")
+            print(f"training files byte-identical to the baseline's: {'yes' if same else 'NO'}")
         if not args.skip_pandas:
             print(f"lfkit rate / pandas rate, wall clock: {pdr['wall'] / lf['wall']:.2f}")
         print(

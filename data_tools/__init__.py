@@ -1,10 +1,10 @@
-"""lfkit.data_tools: convert dialogue and ChatTS time-series JSONL into LlamaFactory datasets.
+"""lfkit.data_tools: convert dialogue and ChatTS time-series records into LlamaFactory datasets.
 
-Shared core (used by every converter): :mod:`~lfkit.data_tools.jsonl` (streaming input and
-``RecordError``), :mod:`~lfkit.data_tools.rejects` (the rejects file),
-:mod:`~lfkit.atomic` (atomic outputs), :mod:`~lfkit.data_tools.registry`
-(``dataset_info.json``), :mod:`~lfkit.data_tools.summary` (accounting and summary table),
-:mod:`~lfkit.data_tools.progress` (progress bar). Dialogue: ``dialogue`` (record layouts),
-``dialogue_scan`` (the streaming pass), ``sampling`` (per-role draws), ``dialogue_convert``
-and ``dialogue_stats``. Time series: ``timeseries*``. Command line: ``cli`` (``lfkit data``).
+* :mod:`.core`: what both kinds share: streaming input (JSON Lines, JSON arrays, ``.gz``,
+  directories), the record and its rejects, atomic outputs in a work folder, output formats,
+  the ``dataset_info.json`` registry, the summary and progress bar;
+* :mod:`.dialogue`: conversations: one transform per input layout (:mod:`.dialogue.layouts`)
+  into one conversation model, and the engine (scan, deduplicate, sample, write);
+* :mod:`.timeseries`: ChatTS records with their series;
+* :mod:`.cli`: ``lfkit data convert|stats dialogue|timeseries``.
 """

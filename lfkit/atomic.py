@@ -125,10 +125,15 @@ class AtomicGroup:
     it with an exception, or :meth:`discard` for one path, deletes the temporaries and keeps the
     previous files. Only the renames themselves (one syscall each) can be interrupted between
     two outputs.
+
+    ``tmp_dir`` stages every temporary there instead of beside its destination (a run's
+    private work folder, so a killed run leaves its temporaries in one place that the next
+    run removes); it must be on the destinations' filesystem for the renames to be atomic.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, tmp_dir: str | os.PathLike[str] | None = None) -> None:
         self._staged: dict[Path, tuple[str, IO[Any]]] = {}
+        self._tmp_dir = None if tmp_dir is None else Path(tmp_dir)
 
     def open(self, path: str | os.PathLike[str], mode: str = "wb", **open_kwargs: Any) -> IO[Any]:
         """A file object writing to a temporary beside ``path`` (see :func:`atomic_write` for ``mode``)."""
@@ -140,7 +145,8 @@ class AtomicGroup:
         if target in self._staged:
             raise ValueError(f"{target} is already staged")
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        tmp_dir = self._tmp_dir or target.parent
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=tmp_dir)
         try:
             os.fchmod(fd, _final_mode(target))
             fh = os.fdopen(fd, mode, **open_kwargs)

@@ -1,7 +1,9 @@
-"""Options of one ``--kind`` are refused with the other, never silently ignored.
+"""Each kind of data is its own sub-command with its own options; ``--kind`` still reaches them.
 
-"Given" means given on the command line (click's parameter source), so an option repeated with
-its default value is refused too; options left out are fine whatever their defaults.
+``lfkit data convert dialogue|timeseries`` and ``lfkit data stats dialogue|timeseries`` hold
+only their kind's options, so an option of the other kind is click's "No such option" usage
+error (with a hint naming the sub-command that has it), enforced by the structure rather than
+a table. The older ``lfkit data convert FILES --kind K`` form dispatches to the same commands.
 """
 
 from __future__ import annotations
@@ -28,71 +30,73 @@ def inputs(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("command", "kind", "options", "named"),
+    ("command", "kind", "options", "owner"),
     [
-        ("convert", "timeseries", ["--val-ratio", "0.2"], "--val-ratio applies to --kind dialogue only"),
-        ("convert", "timeseries", ["--seed", "0"], "--seed applies"),  # the default value, still refused
-        (
-            "convert",
-            "timeseries",
-            ["--role-key", "user_id", "--max-per-role", "2"],
-            "--role-key, --max-per-role apply",
-        ),
-        ("convert", "timeseries", ["--context-only"], "--context-only applies"),
-        ("convert", "timeseries", ["--mask-history"], "--mask-history applies"),
-        ("convert", "timeseries", ["--resample-epochs", "2"], "--resample-epochs applies"),
-        ("convert", "timeseries", ["--workers", "1"], "--workers applies"),
-        ("convert", "timeseries", ["--role-from-filename"], "--role-from-filename applies"),
-        ("convert", "dialogue", ["--patch-size", "16"], "--patch-size applies to --kind timeseries only"),
-        ("convert", "dialogue", ["--ts-format", "text"], "--ts-format applies"),
-        (
-            "convert",
-            "dialogue",
-            ["--max-series-length", "9", "--cutoff-len", "99"],
-            "--max-series-length, --cutoff-len",
-        ),
-        ("convert", "dialogue", ["--ts-decimals", "3"], "--ts-decimals applies"),
-        ("convert", "dialogue", ["--template", "qwen"], "--template applies"),
-        ("convert", "dialogue", ["--tokenizer", "some/tokenizer"], "--tokenizer applies"),
-        ("stats", "timeseries", ["--batch-size", "4"], "--batch-size applies to --kind dialogue only"),
-        ("stats", "timeseries", ["--max-per-role", "1,all"], "--max-per-role applies"),
-        ("stats", "timeseries", ["--epochs", "2", "--seconds-per-step", "1"], "--seconds-per-step, --epochs"),
-        ("stats", "timeseries", ["--val-ratio", "0.1", "--context-only"], "--val-ratio, --context-only"),
-        ("stats", "dialogue", ["--cutoff-len", "512"], "--cutoff-len applies to --kind timeseries only"),
-        ("stats", "dialogue", ["--patch-size", "8", "--template", "qwen"], "--patch-size, --template apply"),
+        ("convert", "timeseries", ["--val-ratio", "0.2"], "dialogue"),
+        ("convert", "timeseries", ["--seed", "0"], "dialogue"),
+        ("convert", "timeseries", ["--role-key", "user_id"], "dialogue"),
+        ("convert", "timeseries", ["--context-only"], "dialogue"),
+        ("convert", "timeseries", ["--no-merge-consecutive"], "dialogue"),
+        ("convert", "timeseries", ["--dedup", "near"], "dialogue"),
+        ("convert", "dialogue", ["--patch-size", "16"], "timeseries"),
+        ("convert", "dialogue", ["--ts-format", "text"], "timeseries"),
+        ("convert", "dialogue", ["--tokenizer", "some/tokenizer"], "timeseries"),
+        ("stats", "timeseries", ["--batch-size", "4"], "dialogue"),
+        ("stats", "timeseries", ["--val-by", "role"], "dialogue"),
+        ("stats", "dialogue", ["--cutoff-len", "512"], "timeseries"),
+        ("stats", "dialogue", ["--template", "qwen"], "timeseries"),
     ],
 )
-def test_options_of_the_other_kind_are_usage_errors(tmp_path, inputs, command, kind, options, named):
+@pytest.mark.parametrize("form", ["sub-command", "--kind"])
+def test_options_of_the_other_kind_are_usage_errors(tmp_path, inputs, command, kind, options, owner, form):
     out = tmp_path / "out"
     target = ["--out", out, "--name", "rp"] if command == "convert" else []
-    result = run_cli(command, inputs[kind], *target, "--kind", kind, *options)
+    if form == "sub-command":
+        args = [command, kind, inputs[kind], *target, *options]
+    else:
+        args = [command, inputs[kind], *target, "--kind", kind, *options]
+    result = run_cli(*args)
     assert result.exit_code == 2, result.output
-    assert named in flat(result.output)
+    text = flat(result.output)
+    assert f"{options[0]} is an option of `lfkit data {command} {owner}`" in text, text
     assert not out.exists()  # refused before anything ran
 
 
-def test_options_of_the_chosen_kind_are_accepted(tmp_path, inputs):
-    ts = run_cli(
-        "convert", inputs["timeseries"], "--out", tmp_path / "ts", "--name", "ts", "--kind", "timeseries",
-        "--ts-format", "text", "--patch-size", "8", "--cutoff-len", "4096", "--ts-decimals", "1",
-    )  # fmt: skip
-    assert ts.exit_code == 0, ts.output
-    entry = json.loads((tmp_path / "ts" / "dataset_info.json").read_text())["ts"]["lfkit"]
-    assert (entry["ts_format"], entry["patch_size"], entry["ts_decimals"]) == ("text", 8, 1)
-    dialogue = run_cli(
-        "convert", inputs["dialogue"], "--out", tmp_path / "d", "--name", "d", "--role-key", "user_id",
-        "--seed", "3", "--workers", "1",
-    )  # fmt: skip
-    assert dialogue.exit_code == 0, dialogue.output
-    stats = run_cli("stats", inputs["timeseries"], "--kind", "timeseries", "--cutoff-len", "64")
-    assert stats.exit_code == 0, stats.output
+def test_kind_dispatch_and_sub_commands_write_the_same(tmp_path, inputs):
+    for args in (
+        ["convert", "timeseries", inputs["timeseries"]],
+        ["convert", inputs["timeseries"], "--kind", "timeseries"],
+        ["convert", "--kind=timeseries", inputs["timeseries"]],
+    ):
+        out = tmp_path / str(len(list(tmp_path.iterdir())))
+        result = run_cli(*args, "--out", out, "--name", "ts", "--ts-format", "text", "--patch-size", "8")
+        assert result.exit_code == 0, result.output
+        assert json.loads((out / "dataset_info.json").read_text())["ts"]["lfkit"]["ts_format"] == "text"
+    plain = run_cli(
+        "convert", inputs["dialogue"], "--out", tmp_path / "d1", "--name", "d", "--role-key", "user_id"
+    )
+    named = run_cli("convert", "dialogue", inputs["dialogue"], "--out", tmp_path / "d2", "--name", "d",
+                    "--role-key", "user_id")  # fmt: skip
+    assert plain.exit_code == named.exit_code == 0, plain.output + named.output
+    assert (tmp_path / "d1" / "d.jsonl").read_bytes() == (tmp_path / "d2" / "d.jsonl").read_bytes()
+    assert run_cli("stats", inputs["timeseries"], "--kind", "timeseries", "--cutoff-len", "64").exit_code == 0
+    assert run_cli("stats", "dialogue", inputs["dialogue"], "--role-key", "user_id").exit_code == 0
+
+
+def test_bad_kind_and_kind_with_a_sub_command_are_usage_errors(tmp_path, inputs):
+    bad = run_cli("convert", inputs["dialogue"], "--out", tmp_path / "o", "--name", "d", "--kind", "audio")
+    assert bad.exit_code == 2 and "--kind must be one of dialogue, timeseries" in flat(bad.output)
+    both = run_cli("convert", "dialogue", inputs["dialogue"], "--out", tmp_path / "o", "--name", "d",
+                   "--kind", "dialogue")  # fmt: skip
+    assert both.exit_code == 2 and "--kind cannot be combined" in flat(both.output)
 
 
 @pytest.mark.parametrize("command", ["convert", "stats"])
-def test_help_groups_options_by_kind_and_takes_hub_ids(command):
-    result = run_cli(command, "--help")
-    assert result.exit_code == 0
-    text = flat(result.output)
-    assert "Dialogue (--kind dialogue)" in text and "Time series (--kind timeseries)" in text
-    assert "Tokenizer directory or hub id" in text
-    assert "Local tokenizer directory" not in text
+def test_help_lists_the_kinds_and_each_kind_its_own_options(command):
+    group = flat(run_cli(command, "--help").output)
+    assert "dialogue" in group and "timeseries" in group and "--kind" in group
+    dialogue = flat(run_cli(command, "dialogue", "--help").output)
+    timeseries = flat(run_cli(command, "timeseries", "--help").output)
+    assert "--user-name" in dialogue and "--patch-size" not in dialogue
+    assert "--patch-size" in timeseries and "--user-name" not in timeseries
+    assert "Tokenizer directory or hub id" in timeseries

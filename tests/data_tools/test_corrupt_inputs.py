@@ -12,7 +12,7 @@ import zlib
 
 import pytest
 from dialogue_helpers import chat, run_cli, write_jsonl
-from lfkit.data_tools.jsonl import CorruptInputError, iter_lines
+from lfkit.data_tools.core.inputs import CorruptInputError, iter_lines
 
 TS_GOOD = {"input": "Series: <ts><ts/>. Describe it.", "output": "Flat.", "timeseries": [[1.0, 2.5, -3.0]]}
 

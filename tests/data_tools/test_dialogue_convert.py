@@ -8,9 +8,9 @@ from collections import Counter
 
 import pytest
 from dialogue_helpers import SAMPLE, chat, per_role, read_jsonl, run_cli, uneven_corpus, write_jsonl
-from lfkit.data_tools import dialogue_scan
-from lfkit.data_tools.dialogue_convert import ConvertOptions, convert_dialogue
-from lfkit.data_tools.sampling import val_quotas
+from lfkit.data_tools.dialogue import scan as dialogue_scan
+from lfkit.data_tools.dialogue.convert import ConvertOptions, convert_dialogue
+from lfkit.data_tools.dialogue.sampling import val_quotas
 
 COUNTS = {"ann": 9, "bob": 5, "cy": 3, "dee": 2, "eve": 1}
 
@@ -217,7 +217,7 @@ def test_pippa_records_convert_with_bot_id_roles(tmp_path):
     samples = read_jsonl(out / "rp.jsonl")
     assert per_role(samples) == {"b1": 2, "b2": 1}
     assert samples[0]["system"].endswith("Opening message:\nGreetings from " + samples[0]["role_id"])
-    assert "PIPPA greetings moved into the context" in result.output
+    assert "assistant greetings moved into the system text" in result.output
 
 
 def test_stats_table_matches_what_convert_writes(tmp_path):

@@ -7,9 +7,10 @@ import os
 
 import pytest
 from dialogue_helpers import chat, read_jsonl, run_cli, uneven_corpus, write_jsonl
-from lfkit.data_tools import dialogue, dialogue_convert
-from lfkit.data_tools.dialogue_convert import ConvertOptions, RoleRequiredError, convert_dialogue
-from lfkit.data_tools.registry import RegistryError, read_dataset_info, register_datasets
+from lfkit.data_tools.core.registry import RegistryError, read_dataset_info, register_datasets
+from lfkit.data_tools.dialogue import convert as dialogue_convert
+from lfkit.data_tools.dialogue import render as dialogue_render
+from lfkit.data_tools.dialogue.convert import ConvertOptions, RoleRequiredError, convert_dialogue
 
 from lfkit import atomic
 from lfkit.atomic import AtomicGroup, atomic_write
@@ -93,17 +94,17 @@ def first_good_run(tmp_path):
 def test_failure_while_writing_the_dataset_leaves_previous_outputs_intact(tmp_path, monkeypatch):
     src, opts, before = first_good_run(tmp_path)
     assert set(before) == {"dataset_info.json", "rp.jsonl", "rp_val.jsonl", "rp.rejects.jsonl"}
-    real_copy = dialogue_convert._copy_ranges
+    real_copy = dialogue_convert.Spools.copy
     calls = []
 
-    def copy_then_fail(spools, index, picks, out):
+    def copy_then_fail(self, picks, writer, skip=None, collect=None):
         calls.append(len(picks))
         if len(calls) == 2:  # the training file is fully written, the validation file half
-            out.write(b'{"messages": [')
+            writer.write(b'{"messages": [')
             raise OSError("No space left on device")
-        return real_copy(spools, index, picks, out)
+        return real_copy(self, picks, writer, skip, collect)
 
-    monkeypatch.setattr(dialogue_convert, "_copy_ranges", copy_then_fail)
+    monkeypatch.setattr(dialogue_convert.Spools, "copy", copy_then_fail)
     opts.seed = 2  # a different draw, so a partial replacement would show
     with pytest.raises(OSError, match="No space left"):
         convert_dialogue([src], opts)
@@ -113,7 +114,7 @@ def test_failure_while_writing_the_dataset_leaves_previous_outputs_intact(tmp_pa
 
 def test_failure_while_reading_leaves_previous_outputs_intact(tmp_path, monkeypatch):
     src, opts, before = first_good_run(tmp_path)
-    real = dialogue.render_samples
+    real = dialogue_render.render
     seen = []
 
     def render_then_fail(conv, context_only):
@@ -122,7 +123,7 @@ def test_failure_while_reading_leaves_previous_outputs_intact(tmp_path, monkeypa
             raise KeyboardInterrupt  # an interrupted run
         return real(conv, context_only)
 
-    monkeypatch.setattr("lfkit.data_tools.dialogue_scan.render_samples", render_then_fail)
+    monkeypatch.setattr("lfkit.data_tools.dialogue.scan.render", render_then_fail)
     with pytest.raises(KeyboardInterrupt):
         convert_dialogue([src], opts)
     assert snapshot(opts.out_dir) == before

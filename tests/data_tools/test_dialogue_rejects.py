@@ -6,8 +6,10 @@ import json
 
 import pytest
 from dialogue_helpers import chat, read_jsonl, run_cli, write_jsonl
-from lfkit.data_tools.dialogue import RoleSource, to_conversation
-from lfkit.data_tools.jsonl import RecordError, SourceLine, iter_lines, parse_line
+from lfkit.data_tools.core.inputs import iter_lines
+from lfkit.data_tools.core.records import RecordError, SourceLine, parse_record
+from lfkit.data_tools.dialogue.layouts.common import Context, LayoutSettings
+from lfkit.data_tools.dialogue.transform import to_conversation
 
 U = {"role": "user", "content": "hi"}
 A = {"role": "assistant", "content": "hello"}
@@ -39,10 +41,15 @@ BAD_RECORDS = [
         "unknown_speaker_role",
         "conversations[0].from",
     ),
-    (rec(A, U, A), "assistant_first", "messages[0]"),
-    (rec(U, U, A), "consecutive_user_turns", "messages[1]"),
-    (rec(U, A, A), "consecutive_assistant_turns", "messages[2]"),
-    (rec(msg("user", IMAGE), A), "non_text_content", "messages[0].content"),
+    (rec(msg("tool", "42"), A), "tool_result_without_call", "messages[0]"),
+    (rec(U, msg("assistant", "<image> look")), "media_placeholder_mismatch", "messages"),
+    (rec(msg("user", IMAGE), A), "invalid_media", "messages[0].content[0]"),
+    (
+        rec(msg("user", [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]), A),
+        "unsupported_media",
+        "messages[0].content[0]",
+    ),  # fmt: skip
+    (rec(msg("user", [{"type": "audio_clip"}]), A), "non_text_content", "messages[0].content[0]"),
     (rec(msg("user", 42), A), "non_text_content", "messages[0].content"),
     (rec(U, A, system=["not", "text"]), "non_text_content", "system"),
     (rec(U, msg("assistant", "  ")), "empty_turn", "messages[1].content"),
@@ -89,12 +96,12 @@ def test_reject_record_preview_is_truncated(tmp_path):
 
 def test_parse_line_errors_are_record_errors():
     with pytest.raises(RecordError) as err:
-        parse_line(SourceLine("f", 1, b"\xff\xfe{}"))
+        parse_record(SourceLine("f", 1, b"\xff\xfe{}"))
     assert err.value.reason == "invalid_utf8"
     with pytest.raises(RecordError) as err:
-        parse_line(SourceLine("f", 1, b'"just a string"'))
+        parse_record(SourceLine("f", 1, b'"just a string"'))
     assert err.value.reason == "not_an_object"
-    assert parse_line(SourceLine("f", 1, b'{"a": 1}')) == {"a": 1}
+    assert parse_record(SourceLine("f", 1, b'{"a": 1}')) == {"a": 1}
 
 
 def test_iter_lines_keeps_true_line_numbers_and_skips_blank_lines(tmp_path):
@@ -104,8 +111,8 @@ def test_iter_lines_keeps_true_line_numbers_and_skips_blank_lines(tmp_path):
     assert [(ln.lineno, ln.raw) for ln in lines] == [(1, b'{"a": 1}'), (4, b'{"a": 2}'), (5, b'{"a": 3}')]
 
 
-def conv(record: dict, source: RoleSource = RoleSource("user_id")):
-    return to_conversation(record, SourceLine("chars/alice.jsonl", 1, b""), source)
+def conv(record: dict, settings: LayoutSettings = LayoutSettings("user_id")):
+    return to_conversation(record, Context.for_file("chars/alice.jsonl", settings))
 
 
 def test_layouts_give_the_same_conversation():
@@ -127,13 +134,13 @@ def test_layouts_give_the_same_conversation():
 def test_trailing_user_turn_is_trimmed_and_counted():
     c = conv({"user_id": "r", "messages": [U, A, U]})
     assert c.messages == [U, A]
-    assert c.trimmed_user_turns == 1
+    assert c.notes.trimmed_user_turns == 1
 
 
 def test_numeric_role_key_and_role_from_filename():
     assert conv({"user_id": 17, "messages": [U, A]}).role == "17"
-    assert conv({"messages": [U, A]}, RoleSource(from_filename=True)).role == "alice"
-    assert conv({"messages": [U, A]}, RoleSource()).role == ""
+    assert conv({"messages": [U, A]}, LayoutSettings(role_from_filename=True)).role == "alice"
+    assert conv({"messages": [U, A]}, LayoutSettings()).role == ""
 
 
 def test_pippa_layout_persona_role_and_greeting():
@@ -148,22 +155,23 @@ def test_pippa_layout_persona_role_and_greeting():
             {"message": "Ready for the forest?", "is_human": False},
         ],
     }
-    c = conv(record, RoleSource())
+    c = conv(record, LayoutSettings())
     assert c.role == "bot42"
     assert (
-        c.system
-        == "Ayla is a cheerful ranger.\n\n{{char}}: Let's go!\n\nOpening message:\nWelcome, traveller!"
+        c.system == "Ayla is a cheerful ranger.\n\nAyla: Let's go!\n\nOpening message:\nWelcome, traveller!"
     )
     assert c.messages == [
         {"role": "user", "content": "Hi Ayla"},
         {"role": "assistant", "content": "Ready for the forest?"},
     ]
-    assert c.moved_greetings == 1
+    assert c.notes.moved_greetings == 1
+    no_id = {"conversation": record["conversation"], "bot_name": "Ayla"}
+    assert conv(no_id, LayoutSettings()).role == ""  # bot_id is needed only when roles are
     with pytest.raises(RecordError) as err:
-        conv({"conversation": record["conversation"]}, RoleSource())
+        conv(no_id, LayoutSettings(roles_needed=True))
     assert (err.value.reason, err.value.field) == ("missing_role_key", "bot_id")
     with pytest.raises(RecordError) as err:
-        conv({"bot_id": "b", "conversation": [{"message": "x", "is_human": "yes"}]}, RoleSource())
+        conv({"bot_id": "b", "conversation": [{"message": "x", "is_human": "yes"}]}, LayoutSettings())
     assert (err.value.reason, err.value.field) == ("unknown_speaker_role", "conversation[0].is_human")
 
 
@@ -175,11 +183,16 @@ def test_strict_exits_non_zero_with_first_reasons_and_keeps_previous_dataset(tmp
         == 0
     )
     before = (out / "d.jsonl").read_bytes()
-    bad = write_jsonl(tmp_path / "bad.jsonl", [chat("a"), b"{oops", {"user_id": "c", "messages": [A, U]}])
+    bad = write_jsonl(
+        tmp_path / "bad.jsonl", [chat("a", tag="x"), b"{oops", {"user_id": "c", "messages": [U]}]
+    )
     result = run_cli("convert", bad, "--out", out, "--name", "d", "--role-key", "user_id", "--strict")
     assert result.exit_code == 1
     assert "--strict: 2 record(s) rejected" in result.output
     assert f"{bad}:2 malformed_json" in result.output
-    assert f"{bad}:3 [messages[0]] assistant_first" in result.output
+    assert f"{bad}:3 [messages] no_assistant_turn" in result.output
     assert (out / "d.jsonl").read_bytes() == before  # the dataset was not replaced
-    assert [r["reason"] for r in read_jsonl(out / "d.rejects.jsonl")] == ["malformed_json", "assistant_first"]
+    assert [r["reason"] for r in read_jsonl(out / "d.rejects.jsonl")] == [
+        "malformed_json",
+        "no_assistant_turn",
+    ]

@@ -64,6 +64,7 @@ def test_pippa_dataset_trains_with_mask_history(tmp_path, tiny_model, run_train)
         records.append(
             {
                 "bot_id": f"bot{i % 2}",
+                "bot_name": "Ayla",
                 "bot_description": "A cheerful ranger who loves the forest.",
                 "bot_definitions": "{{char}}: Let's go!",
                 "conversation": [

@@ -11,12 +11,12 @@ import math
 from pathlib import Path
 
 import pytest
-from lfkit.data_tools.jsonl import RecordError, SourceLine
-from lfkit.data_tools.timeseries import TsOptions, convert_timeseries, timeseries_stats
-from lfkit.data_tools.timeseries_budget import CharEstimate
-from lfkit.data_tools.timeseries_chatts import PLACEHOLDER, patch_count, processor_text
-from lfkit.data_tools.timeseries_records import TS_REASONS, parse_ts_line, validate_record
-from lfkit.data_tools.timeseries_text import format_value, series_as_text
+from lfkit.data_tools.core.records import RecordError, SourceLine, parse_record
+from lfkit.data_tools.timeseries.budget import CharEstimate
+from lfkit.data_tools.timeseries.chatts import PLACEHOLDER, patch_count, processor_text
+from lfkit.data_tools.timeseries.convert import TsOptions, convert_timeseries, timeseries_stats
+from lfkit.data_tools.timeseries.records import TS_REASONS, validate_record
+from lfkit.data_tools.timeseries.text import format_value, series_as_text
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data_tools" / "samples" / "chatts_sample.jsonl"
 
@@ -102,7 +102,7 @@ def test_non_finite_message_names_series_and_index():
         "f.jsonl", 7, b'{"input": "a <ts><ts/> b <ts><ts/>", "output": "o", "timeseries": [[1], [2, NaN]]}'
     )
     with pytest.raises(RecordError) as err:
-        validate_record(parse_ts_line(line), line)
+        validate_record(parse_record(line), line)
     assert err.value.message == "series 1, index 1 is nan"
 
 

@@ -11,11 +11,11 @@ import json
 import math
 
 import pytest
-from lfkit.data_tools import timeseries_chatts
-from lfkit.data_tools.jsonl import SourceLine
-from lfkit.data_tools.timeseries_budget import TemplateTokens, sample_budget, with_scaling_text
-from lfkit.data_tools.timeseries_records import validate_record
-from lfkit.data_tools.timeseries_text import render_text
+from lfkit.data_tools.core.records import SourceLine
+from lfkit.data_tools.timeseries import chatts as timeseries_chatts
+from lfkit.data_tools.timeseries.budget import TemplateTokens, sample_budget, with_scaling_text
+from lfkit.data_tools.timeseries.records import validate_record
+from lfkit.data_tools.timeseries.text import render_text
 from lfkit.plugin.timeseries import encoding
 from typer.testing import CliRunner
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 from conftest import tiny_recipe
-from lfkit.data_tools.jsonl import SourceLine
-from lfkit.data_tools.timeseries import TsOptions, convert_timeseries
-from lfkit.data_tools.timeseries_budget import TemplateTokens, sample_budget
-from lfkit.data_tools.timeseries_records import validate_record
+from lfkit.data_tools.core.records import SourceLine
+from lfkit.data_tools.timeseries.budget import TemplateTokens, sample_budget
+from lfkit.data_tools.timeseries.convert import TsOptions, convert_timeseries
+from lfkit.data_tools.timeseries.records import validate_record
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data_tools" / "samples" / "chatts_sample.jsonl"
 CUTOFF = 1024

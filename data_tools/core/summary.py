@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lfkit.data_tools.rejects import RejectTally, format_reject
+from lfkit.data_tools.core.rejects import RejectTally, format_reject
 
 if TYPE_CHECKING:  # rich and typer load only where a summary is printed, not in scan workers
     from rich.console import Console

@@ -1,6 +1,6 @@
 """The rich progress bar the data tools show while streaming their inputs.
 
-Progress is measured in on-disk bytes (see :func:`lfkit.data_tools.jsonl.iter_lines`'s
+Progress is measured in on-disk bytes (see :func:`lfkit.data_tools.core.inputs.iter_lines`'s
 ``on_progress``), so the bar is right for ``.gz`` inputs and needs no pre-count of lines.
 """
 

@@ -7,7 +7,7 @@ For the encoder form a sample occupies, after ChatTS's processor and model have 
     + per series ``ceil(length / patch_size) - 2`` positions
 
 because the model replaces each placeholder pair by one embedding per patch (see
-:mod:`lfkit.data_tools.timeseries_chatts`). For ``--ts-format text`` the series are text and
+:mod:`lfkit.data_tools.timeseries.chatts`). For ``--ts-format text`` the series are text and
 the sample is just its text tokens.
 
 Text tokens are exact with a tokenizer: the messages are encoded by LlamaFactory's own chat
@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
-from lfkit.data_tools.timeseries_chatts import (
+from lfkit.data_tools.timeseries.chatts import (
     DEFAULT_PATCH_SIZE,
     END_TOKEN,
     PLACEHOLDER,
@@ -30,8 +30,8 @@ from lfkit.data_tools.timeseries_chatts import (
     processor_text,
     series_extra_positions,
 )
-from lfkit.data_tools.timeseries_records import TsSample
-from lfkit.data_tools.timeseries_text import DEFAULT_DECIMALS, render_text
+from lfkit.data_tools.timeseries.records import TsSample
+from lfkit.data_tools.timeseries.text import DEFAULT_DECIMALS, render_text
 
 DEFAULT_CHARS_PER_TOKEN = 4.0
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lfkit.data_tools.jsonl import RecordError
+from lfkit.data_tools.core.records import RecordError
 from lfkit.plugin.timeseries.encoding import (
     END_TOKEN,
     PLACEHOLDER,

@@ -2,10 +2,10 @@
 
 Users size role-play fine-tunes by hand: how many conversations each role has, how long they
 are, and how many optimizer steps (and hours) a given per-role cap produces. These tables are
-computed from the same :class:`~lfkit.data_tools.dialogue_scan.ConversationIndex` the converter
-builds, and the samples column uses the converter's own sampling plan
-(:func:`~lfkit.data_tools.sampling.plan_sampling`) with the given seed, so the numbers are
-exactly what ``lfkit data convert`` with the same options would write.
+computed from the same :class:`~lfkit.data_tools.dialogue.scan.ConversationIndex` the converter
+builds, after dropping the same duplicates, and the samples column uses the converter's own
+sampling plan (:func:`~lfkit.data_tools.dialogue.sampling.plan_sampling`) with the given seed,
+so the numbers are exactly what ``lfkit data convert dialogue`` with the same options writes.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lfkit.data_tools.dialogue_scan import ConversationIndex
-from lfkit.data_tools.sampling import group_by_role, plan_sampling
+from lfkit.data_tools.dialogue.sampling import group_by_role, plan_sampling
+from lfkit.data_tools.dialogue.scan import ConversationIndex
 from rich.table import Table
 
 
@@ -49,18 +49,29 @@ def parse_caps(text: str) -> list[int | None]:
     return caps
 
 
-def distribution_rows(index: ConversationIndex) -> list[tuple[str, str]]:
-    """(label, "min / median / max") rows: conversations per role, turns, chars, tokens."""
-    if not len(index):
+def distribution_rows(index: ConversationIndex, keep: Sequence[bool] | None = None) -> list[tuple[str, str]]:
+    """(label, "min / median / max") rows: conversations per role, turns, chars, tokens.
+
+    ``keep`` (a mask) leaves out dropped duplicates.
+    """
+    import numpy as np
+
+    mask = np.ones(len(index), dtype=bool) if keep is None else np.asarray(keep, dtype=bool)
+    if not mask.any():
         return []
-    rows = [("roles", f"{len(index.role_names):,}")]
+    per_role = [n for n in index.per_role_counts(mask) if n]
+    rows = [("roles", f"{len(per_role):,}")]
+
+    def kept(values: array) -> np.ndarray:
+        return np.frombuffer(values, dtype=values.typecode)[mask]
+
     series = [
-        ("conversations per role", index.per_role_counts()),
-        ("turns per conversation", index.turns),
-        ("characters per conversation", index.chars),
+        ("conversations per role", per_role),
+        ("turns per conversation", kept(index.turns)),
+        ("characters per conversation", kept(index.chars)),
     ]
     if index.tokens is not None:
-        series.append(("tokens per conversation (no template)", index.tokens))
+        series.append(("tokens per conversation (no template)", kept(index.tokens)))
     for label, values in series:
         lo, mid, hi = describe(values)
         rows.append((f"{label} (min / median / max)", f"{lo:,} / {mid:,.1f} / {hi:,}"))
@@ -87,6 +98,8 @@ def steps_rows(
     seed: int = 0,
     val_ratio: float = 0.0,
     resample_epochs: int = 1,
+    val_by: str = "conversation",
+    keep: Sequence[bool] | None = None,
 ) -> list[StepsRow]:
     """Training samples, optimizer steps and hours for each per-role cap.
 
@@ -95,10 +108,10 @@ def steps_rows(
     """
     if batch_size < 1:
         raise ValueError("--batch-size must be at least 1")
-    groups = group_by_role(index.role_ids, len(index.role_names))
+    groups = group_by_role(index.role_ids, len(index.role_names), keep)
     rows = []
     for cap in caps:
-        plan = plan_sampling(groups, index.role_names, cap, seed, val_ratio, resample_epochs)
+        plan = plan_sampling(groups, index.role_names, cap, seed, val_ratio, resample_epochs, val_by)
         train = plan.train
         samples = sum(index.samples[i] for i in train)
         steps = math.ceil(math.ceil(samples / batch_size) * epochs)

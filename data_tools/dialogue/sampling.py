@@ -20,6 +20,11 @@ would); roles with at most N conversations repeat the same conversations in ever
 rather than sequential unless the recipe sets ``disable_shuffling: true`` (each virtual epoch is
 written already shuffled, so that keeps them in order). The validation split is drawn once, from
 epoch 0's draw, and kept out of every epoch's training draw.
+
+Two validation splits (``val_by``): ``"conversation"`` (the default) takes a share of each
+role's sampled conversations (:func:`val_quotas`), so every role with two or more is in both
+splits; ``"role"`` holds out whole roles (:func:`val_roles`), so no persona of the validation
+set is ever trained on, which measures how the model does on characters it has not seen.
 """
 
 from __future__ import annotations
@@ -36,11 +41,19 @@ def role_rng(seed: int, role: str, purpose: str = "") -> random.Random:
     return random.Random(f"{seed}\x00{role}\x00{purpose}")
 
 
-def group_by_role(role_ids: Sequence[int], n_roles: int) -> list[array]:
-    """Conversation indices of each role id, in input order (4-byte arrays: memory stays small)."""
+def group_by_role(role_ids: Sequence[int], n_roles: int, keep: Sequence[bool] | None = None) -> list[array]:
+    """Conversation indices of each role id, in input order (4-byte arrays: memory stays small).
+
+    ``keep`` (a mask) leaves out conversations that were dropped (duplicates).
+    """
     groups = [array("I") for _ in range(n_roles)]
-    for index, role_id in enumerate(role_ids):
-        groups[role_id].append(index)
+    if keep is None:
+        for index, role_id in enumerate(role_ids):
+            groups[role_id].append(index)
+    else:
+        for index, (role_id, kept) in enumerate(zip(role_ids, keep, strict=True)):
+            if kept:
+                groups[role_id].append(index)
     return groups
 
 
@@ -87,6 +100,34 @@ def val_quotas(sizes: Sequence[int], ratio: float, rng: random.Random) -> list[i
     return quotas
 
 
+def val_roles(sizes: Sequence[int], names: Sequence[str], ratio: float, seed: int) -> set[int]:
+    """Role ids held out whole for validation: about ``ratio`` of the sampled conversations.
+
+    Roles are taken in a seeded random order (of their names, so the choice does not depend on
+    input order) while the held-out total stays at or under the target, and at least one role
+    with conversations is kept for training. Empty when there is only one such role.
+    """
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"val ratio must be in [0, 1), got {ratio}")
+    present = [r for r, size in enumerate(sizes) if size]
+    target = round(ratio * sum(sizes))
+    if len(present) < 2 or target == 0:
+        return set()
+    order = sorted(present, key=lambda r: names[r])
+    random.Random(f"{seed}\x00val-roles").shuffle(order)
+    chosen: set[int] = set()
+    total = 0
+    for r in order[:-1]:  # the last role in the order always trains
+        if total + sizes[r] <= target:
+            chosen.add(r)
+            total += sizes[r]
+        if total == target:
+            break
+    if not chosen:  # every role is larger than the target: hold out the smallest one
+        chosen.add(min(order[:-1], key=lambda r: (sizes[r], names[r])))
+    return chosen
+
+
 @dataclass
 class SamplingPlan:
     """The chosen conversation indices: one training list per (virtual) epoch, and validation."""
@@ -106,8 +147,9 @@ def plan_sampling(
     seed: int,
     val_ratio: float = 0.0,
     epochs: int = 1,
+    val_by: str = "conversation",
 ) -> SamplingPlan:
-    """Draw per role, split validation (role-stratified, after sampling), resample epochs.
+    """Draw per role, split validation (after sampling, see ``val_by``), resample epochs.
 
     Each training epoch list is shuffled with ``random.Random(seed + e)`` so the roles are mixed;
     the validation list is in input order.
@@ -118,11 +160,19 @@ def plan_sampling(
         raise ValueError(f"resample epochs must be at least 1, got {epochs}")
     named = list(zip(groups, role_names, strict=True))
     first = [draw(pool, max_per_role, role_rng(seed, name)) for pool, name in named]
-    quotas = val_quotas([len(d) for d in first], val_ratio, random.Random(f"{seed}\x00val-quotas"))
-    val_sets = [
-        set(role_rng(seed, name, "val").sample(d, q)) if q else set()
-        for d, q, name in zip(first, quotas, role_names, strict=True)
-    ]
+    if val_by == "role":
+        held = val_roles([len(d) for d in first], role_names, val_ratio, seed)
+        val_sets = [set(d) if r in held else set() for r, d in enumerate(first)]
+        excluded = [set(pool) if r in held else set() for r, (pool, _) in enumerate(named)]
+    elif val_by == "conversation":
+        quotas = val_quotas([len(d) for d in first], val_ratio, random.Random(f"{seed}\x00val-quotas"))
+        val_sets = [
+            set(role_rng(seed, name, "val").sample(d, q)) if q else set()
+            for d, q, name in zip(first, quotas, role_names, strict=True)
+        ]
+        excluded = val_sets
+    else:
+        raise ValueError(f"val_by must be 'conversation' or 'role', got {val_by!r}")
     kept = [
         array("I", (i for i in d if i not in v)) if v else d for d, v in zip(first, val_sets, strict=True)
     ]
@@ -133,7 +183,7 @@ def plan_sampling(
             if e == 0:
                 epoch.extend(kept[r])
             else:
-                rest = array("I", (i for i in pool if i not in val_sets[r])) if val_sets[r] else pool
+                rest = array("I", (i for i in pool if i not in excluded[r])) if excluded[r] else pool
                 epoch.extend(draw(rest, len(kept[r]), role_rng(seed + e, name)))
         random.Random(seed + e).shuffle(epoch)
         train_epochs.append(epoch)

@@ -20,13 +20,19 @@ from lfkit.atomic import atomic_write
 DATASET_INFO = "dataset_info.json"
 
 # The tags of LlamaFactory's sharegpt formatting for OpenAI-style role/content messages, which
-# every lfkit converter writes.
+# every lfkit converter writes (DatasetAttr's defaults are ShareGPT's from/value/human/gpt).
 SHAREGPT_TAGS = {
     "role_tag": "role",
     "content_tag": "content",
     "user_tag": "user",
     "assistant_tag": "assistant",
     "system_tag": "system",
+}
+# Added for datasets with tool use: the assistant's tool calls and the tool results. These are
+# DatasetAttr's own default names, written out so the entry says what the file holds.
+TOOL_TAGS = {
+    "function_tag": "function_call",
+    "observation_tag": "observation",
 }
 
 

@@ -1,8 +1,8 @@
 """``lfkit data convert|stats --kind timeseries``: ChatTS-style JSONL -> a LlamaFactory dataset.
 
 One streaming pass (:func:`scan`) parses and validates each record
-(:mod:`lfkit.data_tools.timeseries_records`), measures its sequence budget
-(:mod:`lfkit.data_tools.timeseries_budget`) and, for ``convert``, writes it at once; nothing but
+(:mod:`lfkit.data_tools.timeseries.records`), measures its sequence budget
+(:mod:`lfkit.data_tools.timeseries.budget`) and, for ``convert``, writes it at once; nothing but
 per-sample counters stays in memory.
 
 Output (``DIR/NAME.jsonl``), one layout for single- and multi-turn records, the sharegpt layout
@@ -17,14 +17,16 @@ writing either here would apply them twice. ``dataset_info.json`` registers the 
 column (``"columns": {..., "timeseries": "timeseries"}``), which the lfkit plugin reads.
 
 ``ts_format="text"`` writes each series as compact text in place of its placeholder and no
-``timeseries`` column (:mod:`lfkit.data_tools.timeseries_text`): a plain LLM trains on it with
+``timeseries`` column (:mod:`lfkit.data_tools.timeseries.text`): a plain LLM trains on it with
 stock LlamaFactory.
 
 With ``cutoff_len`` a sample whose budget exceeds it is rejected (``over_cutoff``), never cut:
 LlamaFactory would otherwise truncate it and silently drop the end of a series or the answer.
 ``converted + rejected = read`` always holds; with ``strict`` and any reject only the rejects
-file is published. Outputs are published together at the end of a run that succeeded; a run
-that fails (a truncated ``.gz`` input, say) publishes nothing, not even the records read so far.
+file is published. Outputs are staged in the run's work folder and published together at the
+end of a run that succeeded; a run that fails or is interrupted (a truncated ``.gz`` input, a
+``SIGTERM``) publishes nothing, not even the records read so far (see
+:mod:`lfkit.data_tools.core.workdir`). ``fmt="parquet"`` writes ``NAME.parquet`` instead.
 """
 
 from __future__ import annotations
@@ -35,17 +37,20 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
-from lfkit.data_tools.jsonl import RecordError, iter_lines
-from lfkit.data_tools.registry import DATASET_INFO, SHAREGPT_TAGS, merged_info, read_dataset_info
-from lfkit.data_tools.rejects import RejectsWriter, RejectTally
-from lfkit.data_tools.summary import Accounting
-from lfkit.data_tools.timeseries_budget import Budget, CharEstimate, TextCounter, sample_budget
-from lfkit.data_tools.timeseries_chatts import DEFAULT_PATCH_SIZE, patch_count
-from lfkit.data_tools.timeseries_records import TsSample, parse_ts_line, validate_record
-from lfkit.data_tools.timeseries_text import DEFAULT_DECIMALS, render_text
+from lfkit.data_tools.core.inputs import iter_lines
+from lfkit.data_tools.core.output import OutputFormat, RowWriter, dataset_file
+from lfkit.data_tools.core.records import RecordError, parse_record
+from lfkit.data_tools.core.registry import DATASET_INFO, SHAREGPT_TAGS, merged_info, read_dataset_info
+from lfkit.data_tools.core.rejects import RejectsWriter, RejectTally
+from lfkit.data_tools.core.summary import Accounting
+from lfkit.data_tools.core.workdir import work_folder
+from lfkit.data_tools.timeseries.budget import Budget, CharEstimate, TextCounter, sample_budget
+from lfkit.data_tools.timeseries.chatts import DEFAULT_PATCH_SIZE, patch_count
+from lfkit.data_tools.timeseries.records import TsSample, validate_record
+from lfkit.data_tools.timeseries.text import DEFAULT_DECIMALS, render_text
 
 from lfkit.atomic import AtomicGroup
 
@@ -62,6 +67,7 @@ class TsOptions:
     patch_size: int = DEFAULT_PATCH_SIZE
     decimals: int = DEFAULT_DECIMALS
     counter: TextCounter = field(default_factory=CharEstimate)
+    fmt: OutputFormat = OutputFormat.jsonl
 
     def validate(self) -> None:
         """Raise ``ValueError`` for values that cannot work."""
@@ -128,7 +134,7 @@ def scan(
     inputs: Sequence[str | Path],
     opts: TsOptions,
     rejects: RejectTally,
-    out: IO[bytes] | None = None,
+    out: RowWriter | None = None,
     on_progress: Callable[[int], None] | None = None,
     enforce_cutoff: bool = True,
 ) -> TsScan:
@@ -142,7 +148,7 @@ def scan(
     for line in iter_lines(inputs, on_progress):
         counts.read += 1
         try:
-            sample = validate_record(parse_ts_line(line), line, opts.max_series_length)
+            sample = validate_record(parse_record(line), line, opts.max_series_length)
             budget = sample_budget(
                 sample,
                 opts.counter,
@@ -164,15 +170,17 @@ def scan(
     return result
 
 
+def output_columns(opts: TsOptions) -> list[str]:
+    """The columns of the output rows."""
+    return ["messages", "system", "timeseries"] if opts.ts_format == "encoder" else ["messages", "system"]
+
+
 def dataset_entry(file_name: str, opts: TsOptions) -> dict[str, Any]:
     """The ``dataset_info.json`` entry; ``lfkit`` records how the file was built (LlamaFactory ignores it)."""
-    columns = {"messages": "messages", "system": "system"}
-    if opts.ts_format == "encoder":
-        columns["timeseries"] = "timeseries"
     return {
         "file_name": file_name,
         "formatting": "sharegpt",
-        "columns": columns,
+        "columns": {c: c for c in output_columns(opts)},
         "tags": dict(SHAREGPT_TAGS),
         "lfkit": {
             "kind": "timeseries",
@@ -194,6 +202,7 @@ class TsConvertResult:
     rejects: RejectsWriter
     dataset: Path | None = None
     dataset_info: Path | None = None
+    stale_work: list[Path] = field(default_factory=list)  # work folders of killed runs removed
 
 
 def convert_timeseries(
@@ -216,9 +225,16 @@ def convert_timeseries(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     read_dataset_info(out_dir)  # a broken dataset_info.json fails the run before the long pass
-    path = out_dir / f"{name}.jsonl"
-    with AtomicGroup() as outputs, RejectsWriter(out_dir, name, outputs) as rejects:
-        result = TsConvertResult(scan(inputs, opts, rejects, outputs.open(path), on_progress), rejects)
+    path = out_dir / dataset_file(name, opts.fmt)
+    with (
+        work_folder(out_dir, name) as work,
+        AtomicGroup(tmp_dir=work.path) as outputs,
+        RejectsWriter(out_dir, name, outputs) as rejects,
+    ):
+        writer = RowWriter(outputs.open(path), opts.fmt, output_columns(opts), fill=[])
+        result = TsConvertResult(scan(inputs, opts, rejects, writer, on_progress), rejects)
+        result.stale_work = work.removed_stale
+        writer.close()
         if result.scan.counts.converted == 0 or (strict and rejects.count):
             outputs.discard(path)  # only the rejects file is published
             return result

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lfkit.data_tools.timeseries_chatts import PLACEHOLDER
+from lfkit.data_tools.timeseries.chatts import PLACEHOLDER
 
 DEFAULT_DECIMALS = 2
 

@@ -8,7 +8,10 @@ Bad input must never crash a conversion and never vanish: each rejected line is 
 
 ``record`` is the raw line decoded with replacement characters and truncated to
 :data:`RECORD_PREVIEW_CHARS` characters (with a note saying how long it really was), so one
-huge bad line cannot blow up the rejects file. The file is written through
+huge bad line cannot blow up the rejects file. For a record from a JSON array file, ``line``
+is the element's 0-based index and ``"element": true`` is added. A dropped duplicate
+(reason ``duplicate`` / ``near_duplicate``) also has ``duplicate_of`` (``{"file", "line"}`` of
+the conversation it repeats) and shows its converted form as ``record``. The file is written through
 :func:`lfkit.atomic.atomic_write`: it appears (replacing any previous one, even when
 there are no rejects this time) only when the run finishes cleanly.
 """
@@ -22,7 +25,7 @@ from types import TracebackType
 from typing import IO, Any
 
 import orjson
-from lfkit.data_tools.jsonl import RecordError, SourceLine
+from lfkit.data_tools.core.records import RecordError, SourceLine
 
 from lfkit.atomic import AtomicGroup, atomic_write
 
@@ -37,23 +40,38 @@ def rejects_path(out_dir: str | os.PathLike[str], name: str) -> Path:
 
 def reject_entry(line: SourceLine, err: RecordError) -> dict[str, Any]:
     """The rejects-file object for one line (see the module docstring for the layout)."""
-    text = line.raw.decode("utf-8", errors="replace")
-    if len(text) > RECORD_PREVIEW_CHARS:
-        text = f"{text[:RECORD_PREVIEW_CHARS]}... [truncated, {len(line.raw)} bytes in all]"
-    return {
+    entry = {
         "file": line.path,
         "line": line.lineno,
         "field": err.field,
         "reason": err.reason,
         "message": err.message,
-        "record": text,
+        "record": preview(line.raw),
     }
+    if line.element:
+        entry["element"] = True
+    return entry
+
+
+def preview(raw: bytes) -> str:
+    """``raw`` decoded for the rejects file, cut at :data:`RECORD_PREVIEW_CHARS` characters."""
+    text = raw.decode("utf-8", errors="replace")
+    if len(text) > RECORD_PREVIEW_CHARS:
+        text = f"{text[:RECORD_PREVIEW_CHARS]}... [truncated, {len(raw)} bytes in all]"
+    return text
+
+
+def where(entry: dict[str, Any]) -> str:
+    """``file:line``, or ``file[index]`` for an element of a JSON array file."""
+    if entry.get("element"):
+        return f"{entry['file']}[{entry['line']}]"
+    return f"{entry['file']}:{entry['line']}"
 
 
 def format_reject(entry: dict[str, Any]) -> str:
-    """One human line for a reject: ``file:line: [field] reason: message``."""
+    """One human line for a reject: ``file:line [field] reason: message``."""
     field = f" [{entry['field']}]" if entry.get("field") else ""
-    return f"{entry['file']}:{entry['line']}{field} {entry['reason']}: {entry['message']}"
+    return f"{where(entry)}{field} {entry['reason']}: {entry['message']}"
 
 
 class RejectTally:

@@ -5,12 +5,12 @@ Two input layouts are accepted:
 * ChatTS single turn: ``{"input": str, "output": str, "timeseries": [[float, ...], ...]}``
   with an optional ``"system"`` string (the layout of ChatTS's and the training fork's data);
 * multi turn: ``{"messages": [{"role", "content"}, ...], "system"?: str, "timeseries": [...]}``
-  (or any other layout :func:`lfkit.data_tools.dialogue.to_conversation` reads), where the
+  (or any other layout :func:`lfkit.data_tools.dialogue.transform.to_conversation` reads), where the
   series list covers the whole conversation in the order of the ``<ts><ts/>`` placeholders
   across the turns. Turn structure is checked by the dialogue converter's own validator, so
   both converters reject the same conversation faults with the same reasons.
 
-Every problem raises :class:`~lfkit.data_tools.jsonl.RecordError` with a stable ``reason`` and
+Every problem raises :class:`~lfkit.data_tools.core.records.RecordError` with a stable ``reason`` and
 the exact ``field`` (``timeseries[2][17]``, ``messages[3].content``), so the rejects file says
 which series and which value are at fault. Values are checked here once; the writers trust a
 :class:`TsSample`.
@@ -23,9 +23,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from lfkit.data_tools.dialogue import ASSISTANT, USER, RoleSource, to_conversation
-from lfkit.data_tools.jsonl import RecordError, SourceLine, parse_line
-from lfkit.data_tools.timeseries_chatts import PLACEHOLDER, check_markers
+from lfkit.data_tools.core.records import RecordError, SourceLine
+from lfkit.data_tools.dialogue.build import STRICT
+from lfkit.data_tools.dialogue.layouts.common import Context, LayoutSettings
+from lfkit.data_tools.dialogue.model import ASSISTANT, USER
+from lfkit.data_tools.dialogue.transform import to_conversation
+from lfkit.data_tools.timeseries.chatts import PLACEHOLDER, check_markers
 
 # Reasons specific to series, in the order they are checked.
 TS_REASONS = (
@@ -41,6 +44,10 @@ TS_REASONS = (
 )
 
 
+# Time-series records follow the plain rules: no merged turns, no greeting moved, one series list
+_SETTINGS = LayoutSettings(policy=STRICT)
+
+
 @dataclass(frozen=True)
 class TsSample:
     """A valid record: system text, alternating user/assistant messages, and float series."""
@@ -53,28 +60,6 @@ class TsSample:
     def turns(self) -> int:
         """Number of user/assistant exchanges."""
         return len(self.messages) // 2
-
-
-def parse_ts_line(line: SourceLine) -> dict[str, Any]:
-    """Parse a line like :func:`parse_line`, but let ``NaN``/``Infinity`` literals through.
-
-    Python's ``json.dumps`` writes a float NaN as the bare word ``NaN`` (not valid JSON), which
-    is how non-finite values usually reach ChatTS data. Reading such a line with Python's
-    parser lets the series check name the series and index instead of calling the whole line
-    malformed.
-    """
-    try:
-        return parse_line(line)
-    except RecordError as err:
-        if err.reason != "malformed_json":
-            raise
-        try:
-            obj = json.loads(line.raw)
-        except ValueError:
-            raise err from None
-        if not isinstance(obj, dict):
-            raise err from None
-        return obj
 
 
 def validate_record(
@@ -172,8 +157,9 @@ def _conversation(
             raise RecordError("non_text_content", f"'system' must be a string, got {_kind(system)}", "system")
         messages = [{"role": USER, "content": texts[0]}, {"role": ASSISTANT, "content": texts[1]}]
         return system, messages, ["input", "output"], 0
+    ctx = Context(line.path, "", None, _SETTINGS)
     try:
-        conv = to_conversation(record, line, RoleSource())
+        conv = to_conversation(record, ctx)
     except RecordError as err:
         if err.reason == "missing_messages" and err.field == "messages" and "messages" not in record:
             raise RecordError(
@@ -182,6 +168,12 @@ def _conversation(
                 "messages",
             ) from None
         raise
+    if conv.features:
+        raise RecordError(
+            "unsupported_turn",
+            "time-series records take plain user/assistant turns (no tool calls, tools or media)",
+            "messages",
+        )
     messages = conv.messages
     key = (
         "messages"
@@ -192,10 +184,11 @@ def _conversation(
     )
     raw = record[key]
     # to_conversation drops leading system turns; map each kept turn back to its input index.
-    first = len(raw) - len(messages) - conv.trimmed_user_turns
+    trimmed = conv.notes.trimmed_user_turns
+    first = len(raw) - len(messages) - trimmed
     fields = [f"{key}[{first + i}]" for i in range(len(messages))]
     dropped = 0
-    if conv.trimmed_user_turns:  # a trailing user turn was trimmed: its series go with it
+    if trimmed:  # a trailing user turn was trimmed: its series go with it
         dropped = json.dumps(raw[-1], ensure_ascii=False).count(PLACEHOLDER)
     return conv.system, messages, fields, dropped
 
