@@ -63,6 +63,12 @@ def patch_unsupervised(module: ModuleType) -> None:
     patch(module)
 
 
+def patch_loader(module: ModuleType) -> None:
+    from lfkit.plugin.timeseries.processing import patch_loader as patch
+
+    patch(module)
+
+
 def patch_collator(module: ModuleType) -> None:
     from lfkit.plugin.timeseries.collator import patch_collator as patch
 
@@ -82,6 +88,7 @@ PATCHES = {
     "llamafactory.data.template": [patch_template],
     "llamafactory.data.processor.supervised": [patch_supervised],
     "llamafactory.data.processor.unsupervised": [patch_unsupervised],
+    "llamafactory.data.loader": [patch_loader],
     "llamafactory.data.collator": [patch_collator],
     "llamafactory.model.adapter": [patch_adapter],
 }

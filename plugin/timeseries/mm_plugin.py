@@ -22,7 +22,7 @@ PLUGIN_NAME = "chatts"
 TEMPLATE_NAME = "chatts"
 
 
-def _is_chatts_processor(processor) -> bool:
+def is_chatts_processor(processor) -> bool:
     return processor is not None and callable(getattr(processor, "encode_timeseries", None))
 
 
@@ -40,7 +40,7 @@ def _make_plugin_class(base: type) -> type:
                 content = message["content"]
                 n = content.count(encoding.PLACEHOLDER)
                 chunk = series[k : k + n]
-                if n and _is_chatts_processor(processor):
+                if n and is_chatts_processor(processor):
                     content = processor(text=[content], timeseries=chunk, tokenize=False)["text"][0]
                 elif n:
                     pieces = content.split(encoding.PLACEHOLDER)
@@ -57,7 +57,7 @@ def _make_plugin_class(base: type) -> type:
 
         def encode_timeseries(self, series, processor):
             """The batch's ``[series, 2*max_len, 1]`` value+mask tensor."""
-            if _is_chatts_processor(processor):
+            if is_chatts_processor(processor):
                 return processor.encode_timeseries(series)
             return encoding.encode_batch(series)
 
