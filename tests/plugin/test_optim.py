@@ -179,3 +179,35 @@ def test_flat_parameters_that_hide_the_encoder_are_refused_not_ignored():
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     with pytest.raises(ValueError, match="FSDP flat parameters"):
         apply_timeseries_lr(optimizer, model, Args(timeseries_sft_lr=5e-3), set(), 1e-3)
+
+
+def _trainer(tmp_path, deepspeed=None, fsdp_plugin=None):
+    """The attributes of a transformers Trainer that the check reads (DeepSpeed is not installed here)."""
+    from types import SimpleNamespace
+
+    state = SimpleNamespace(fsdp_plugin=fsdp_plugin)
+    return SimpleNamespace(
+        args=SimpleNamespace(deepspeed=deepspeed),
+        finetuning_args=Args(timeseries_sft_lr=5e-3),
+        is_fsdp_enabled=fsdp_plugin is not None,
+        accelerator=SimpleNamespace(state=state),
+    )
+
+
+def test_the_trainer_check_reads_the_recipes_deepspeed_file_and_fsdp_plugin(tmp_path):
+    from types import SimpleNamespace
+
+    from lfkit.plugin.optim import check_trainer_supports_timeseries_lr
+
+    ds = tmp_path / "ds_z3_offload.json"
+    ds.write_text(json.dumps({"zero_optimization": {"stage": 3}, "optimizer": {"type": "AdamW"}}))
+    with pytest.raises(ValueError, match=r"ds_z3_offload\.json has an \"optimizer\" block"):
+        check_trainer_supports_timeseries_lr(_trainer(tmp_path, deepspeed=str(ds)))
+    ds.write_text(json.dumps({"zero_optimization": {"stage": 3}}))
+    check_trainer_supports_timeseries_lr(_trainer(tmp_path, deepspeed=str(ds)))
+
+    flat = SimpleNamespace(fsdp_version=1, use_orig_params=False)
+    with pytest.raises(ValueError, match="use_orig_params: false"):
+        check_trainer_supports_timeseries_lr(_trainer(tmp_path, fsdp_plugin=flat))
+    for ok in (SimpleNamespace(fsdp_version=1, use_orig_params=True), SimpleNamespace(fsdp_version=2)):
+        check_trainer_supports_timeseries_lr(_trainer(tmp_path, fsdp_plugin=ok))

@@ -227,6 +227,48 @@ def test_text_only_batch_runs_encoder_on_a_masked_dummy_with_zero_effect(
     model.zero_grad()
 
 
+def test_left_padded_text_only_batch_runs_the_encoder_on_a_dummy_that_changes_no_token(
+    chatts_dir, chatts_model, data_dir, tmp_path
+):
+    """Generation batches (left padding): the dummy goes before the prompt, masked, and is merged once."""
+    template, tm, ds = load(chatts_dir, data_dir, tmp_path / "out")
+    rows = [ds[3], ds[7]]  # text-only rows of equal length
+    assert rows[0]["timeseries"] == rows[1]["timeseries"] == "" and len(rows[0]["input_ids"]) == len(
+        rows[1]["input_ids"]
+    )
+    tm["tokenizer"].padding_side = "left"
+    try:
+        batch = collate(template, tm, rows)
+    finally:
+        tm["tokenizer"].padding_side = "right"
+    start, end = tm["tokenizer"].convert_tokens_to_ids(["<ts>", "<ts/>"])
+    assert batch["input_ids"][0, :2].tolist() == [start, end] and batch["attention_mask"][:, :2].eq(0).all()
+    assert batch["timeseries"].shape[0] == 1
+
+    calls = []
+    hook = chatts_model.ts_encoder.register_forward_hook(lambda *_: calls.append(1))
+    options = dict(max_new_tokens=6, do_sample=False, output_logits=True, return_dict_in_generate=True)
+    try:
+        with torch.no_grad():
+            dummy = chatts_model.generate(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                timeseries=batch["timeseries"],
+                **options,
+            )
+    finally:
+        hook.remove()
+    assert len(calls) == 1  # the encoder ran, in the first forward only
+    with torch.no_grad():  # the same prompts without the dummy (row 1's two left pads were its room)
+        plain = chatts_model.generate(
+            input_ids=batch["input_ids"][:, 2:], attention_mask=batch["attention_mask"][:, 2:], **options
+        )
+    width = batch["input_ids"].shape[1]
+    assert torch.equal(dummy.sequences[:, width:], plain.sequences[:, width - 2 :])
+    for a, b in zip(dummy.logits, plain.logits, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
 def _write_rows(data_dir, rows):
     (data_dir / "bad.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     info = json.loads((data_dir / "dataset_info.json").read_text())
