@@ -1,8 +1,4 @@
-"""Which encoder parameters train, for full, freeze and LoRA fine-tuning; and ChatTS load fixes.
-
-Every model LlamaFactory loads passes through ``init_adapter``; for a ChatTS checkpoint the
-patched one first applies :func:`lfkit.plugin.timeseries.compat.apply_chatts_compat` (its
-transformers-5 fixes must be in place before PEFT wraps the model or anything runs it).
+"""Which encoder parameters train, for full, freeze and LoRA fine-tuning.
 
 ``train_timeseries_modules`` (default true, as in the ChatTS-Training fork) decides whether the
 time-series encoder (``ts_encoder``) trains at all; false freezes it for every fine-tuning type,
@@ -163,12 +159,7 @@ def patch_adapter(module: ModuleType) -> None:
         return lora_targets(model, finetuning_args, list(targets)) if is_timeseries_model(model) else targets
 
     def init_adapter(config, model, model_args, finetuning_args, is_trainable):
-        if not is_timeseries_model(model):
-            return original_init(config, model, model_args, finetuning_args, is_trainable)
-        from lfkit.plugin.timeseries.compat import apply_chatts_compat
-
-        apply_chatts_compat(model)
-        if not is_trainable:
+        if not (is_trainable and is_timeseries_model(model)):
             return original_init(config, model, model_args, finetuning_args, is_trainable)
         if not _train_encoder(finetuning_args) and encoder_fully_trained_by_peft(finetuning_args):
             raise ValueError(

@@ -53,7 +53,7 @@ class ChatTSCompatError(RuntimeError):
     """A ChatTS compatibility fix no longer matches the checkpoint's remote code."""
 
 
-def _refuse(fix: str, what: str) -> ChatTSCompatError:
+def refuse(fix: str, what: str) -> ChatTSCompatError:
     return ChatTSCompatError(
         f"lfkit cannot apply its transformers-5 fix '{fix}' to this ChatTS checkpoint: {what} "
         "(its remote code differs from the ChatTS code lfkit was written against; see "
@@ -61,7 +61,7 @@ def _refuse(fix: str, what: str) -> ChatTSCompatError:
     )
 
 
-def _log_once(key: str, message: str) -> None:
+def log_once(key: str, message: str) -> None:
     if key in _logged:
         return
     _logged.add(key)
@@ -110,7 +110,7 @@ def fix_rotary(model) -> int:
             n for n in ("dim", "max_position_embeddings", "base") if n not in params or not hasattr(module, n)
         ]
         if missing:
-            raise _refuse(
+            raise refuse(
                 "rotary", f"{cls.__name__} keeps {', '.join(_ROTARY_BUFFERS)} but no longer has {missing}"
             )
         device = module.inv_freq.device
@@ -121,7 +121,7 @@ def fix_rotary(model) -> int:
             target = torch.float32 if name == "inv_freq" else dtype
             module.register_buffer(name, value.to(device=device, dtype=target), persistent=False)
         module.max_seq_len_cached = fresh.max_seq_len_cached
-    _log_once(
+    log_once(
         "rotary",
         f"rebuilt inv_freq/cos_cached/sin_cached of {len(modules)} {type(modules[0]).__name__} modules "
         "(transformers 5 leaves these non-persistent buffers uninitialised on load).",
@@ -144,12 +144,12 @@ def fix_tied_weights(model) -> bool:
     names = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}
     source = names.get(id(getattr(model.get_input_embeddings(), "weight", None)))
     if source is None:
-        raise _refuse("tied_weights", f"{cls}.get_input_embeddings() has no weight among its parameters")
+        raise refuse("tied_weights", f"{cls}.get_input_embeddings() has no weight among its parameters")
     unknown = [k for k in keys if k not in set(names.values())]
     if unknown:
-        raise _refuse("tied_weights", f"{cls}._tied_weights_keys names {unknown}, not parameters")
+        raise refuse("tied_weights", f"{cls}._tied_weights_keys names {unknown}, not parameters")
     model._tied_weights_keys = {k: source for k in keys}
-    _log_once("tied_weights", f"{cls}._tied_weights_keys {list(keys)} -> {model._tied_weights_keys}.")
+    log_once("tied_weights", f"{cls}._tied_weights_keys {list(keys)} -> {model._tied_weights_keys}.")
     return True
 
 
@@ -217,7 +217,7 @@ def fix_cache_api(model) -> list[str]:
     if any(n in used for n in ("from_legacy_cache", "to_legacy_cache")):
         current = getattr(module, "DynamicCache", None)
         if current is not DynamicCache and current is not chatts_cache_class():
-            raise _refuse(
+            raise refuse(
                 "cache_api",
                 f"{module.__name__} calls DynamicCache.from_legacy_cache but no longer "
                 "imports transformers' DynamicCache by that name",
@@ -225,7 +225,7 @@ def fix_cache_api(model) -> list[str]:
         module.DynamicCache = chatts_cache_class()
     original = model.prepare_inputs_for_generation
     if "past_key_values" not in inspect.signature(original).parameters:
-        raise _refuse(
+        raise refuse(
             "cache_api", f"{type(model).__name__}.prepare_inputs_for_generation takes no past_key_values"
         )
 
@@ -234,7 +234,7 @@ def fix_cache_api(model) -> list[str]:
 
     model.prepare_inputs_for_generation = prepare_inputs_for_generation
     model._lfkit_chatts_cache = True
-    _log_once(
+    log_once(
         "cache_api",
         f"the remote code calls the transformers-4 cache API ({', '.join(used)}); "
         "its caches answer those calls now.",
@@ -272,5 +272,27 @@ def apply_chatts_compat(model, fixes: tuple[str, ...] = FIXES) -> dict[str, obje
     if not is_chatts_remote_code(model):
         return {}
     if not callable(getattr(model, MERGE_METHOD, None)):
-        raise _refuse("generation", f"{type(model).__name__} has no {MERGE_METHOD}")
+        raise refuse("generation", f"{type(model).__name__} has no {MERGE_METHOD}")
     return {name: _APPLY[name](model) for name in FIXES if name in fixes}
+
+
+def patch_model_loader(module) -> None:
+    """Apply the fixes to every ChatTS model LlamaFactory loads, right after ``from_pretrained``.
+
+    LlamaFactory's ``load_model`` hands the fresh model to ``patch_model`` first (which already
+    reads ``generation_config`` and ``generate``); the fixes go in just before it, so nothing
+    of LlamaFactory, PEFT or the Trainer sees the model unfixed.
+    """
+    if getattr(module, "_lfkit_chatts_compat", False):
+        return
+    original = module.patch_model
+
+    def patch_model(model, *args, **kwargs):
+        from lfkit.plugin.timeseries.spec import is_timeseries_model
+
+        if is_timeseries_model(model):
+            apply_chatts_compat(model)
+        return original(model, *args, **kwargs)
+
+    module.patch_model = patch_model
+    module._lfkit_chatts_compat = True

@@ -24,7 +24,7 @@ from __future__ import annotations
 import inspect
 import types
 
-from lfkit.plugin.timeseries.compat import _log_once, _refuse, as_chatts_cache
+from lfkit.plugin.timeseries.compat import log_once, refuse, as_chatts_cache
 
 _FORWARD_ARGS = ("timeseries", "attention_mask", "position_ids", "past_key_values", "use_cache")
 
@@ -88,7 +88,7 @@ def update_model_kwargs_for_generation(
     merged = getattr(outputs, "attention_mask", None)
     if model_kwargs.get("use_cache"):
         if merged is None and model_kwargs.get("timeseries") is not None:
-            raise _refuse(
+            raise refuse(
                 "generation", f"{type(self).__name__}.forward no longer returns its merged attention_mask"
             )
         if merged is not None:
@@ -114,7 +114,7 @@ def _with_generation_mixin(model) -> None:
         return
     cls = add_generation_mixin_to_remote_model(type(model))
     if not issubclass(cls, GenerationMixin):
-        raise _refuse(
+        raise refuse(
             "generation", f"{type(model).__name__} has no generate and no prepare_inputs_for_generation"
         )
     model.__class__ = cls
@@ -125,7 +125,7 @@ def _with_generation_mixin(model) -> None:
             model.generation_config = GenerationConfig.from_pretrained(model.name_or_path)
         except OSError:  # the checkpoint ships no generation_config.json
             model.generation_config = GenerationConfig.from_model_config(model.config)
-    _log_once("generation_mixin", f"{cls.__name__} got GenerationMixin back (transformers 5 adds it once).")
+    log_once("generation_mixin", f"{cls.__name__} got GenerationMixin back (transformers 5 adds it once).")
 
 
 def install_series_generation(model) -> bool:
@@ -134,11 +134,11 @@ def install_series_generation(model) -> bool:
     params = inspect.signature(cls.forward).parameters
     missing = [name for name in _FORWARD_ARGS if name not in params]
     if missing:
-        raise _refuse("generation", f"{cls.__name__}.forward no longer takes {missing}")
+        raise refuse("generation", f"{cls.__name__}.forward no longer takes {missing}")
     _with_generation_mixin(model)
     model.prepare_inputs_for_generation = types.MethodType(prepare_inputs_for_generation, model)
     model._update_model_kwargs_for_generation = types.MethodType(update_model_kwargs_for_generation, model)
-    _log_once(
+    log_once(
         "generation",
         f"{cls.__name__} generates with series-aware inputs (series merged once, positions counted on the "
         "merged sequence) instead of its transformers-4 prepare_inputs_for_generation.",
