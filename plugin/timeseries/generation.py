@@ -24,7 +24,7 @@ from __future__ import annotations
 import inspect
 import types
 
-from lfkit.plugin.timeseries.compat import log_once, refuse, as_chatts_cache
+from lfkit.plugin.timeseries.compat import as_chatts_cache, log_once, refuse
 
 _FORWARD_ARGS = ("timeseries", "attention_mask", "position_ids", "past_key_values", "use_cache")
 
