@@ -18,6 +18,9 @@ code like any remote-code helper file.
   ``cumsum(mask) - 1`` (1 where masked); embeddings of pad tokens are zeroed; labels of
   series positions are ``ignore_index``. It returns ``(inputs_embeds, attention_mask,
   position_ids, labels, new_token_positions)``.
+* :class:`TimeSeriesCausalLMMixin` holds what both tiny heads share with ChatTS's: the embedding
+  accessors, ``_merge_input_ids_with_time_series_features`` and the first step of ``forward``
+  (embed the tokens; with series, encode and merge them).
 """
 
 import torch
@@ -163,3 +166,46 @@ def merge_time_series_features(config, features, inputs_embeds, input_ids, atten
             embeds[b, new_pos[b, i]] = 0
     new_pos = new_pos.masked_fill(attention_mask == 0, -1)
     return embeds, mask, position_ids, final_labels, new_pos
+
+
+class TimeSeriesCausalLMMixin:
+    """The parts of ChatTS's ``*TSForCausalLM`` that the 14B-style and 8B-style heads share."""
+
+    def get_input_embeddings(self):
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head = new_embeddings
+
+    def get_decoder(self):
+        return self.model
+
+    def _merge_input_ids_with_time_series_features(
+        self, time_series_features, inputs_embeds, input_ids, attention_mask, labels, patch_cnt
+    ):
+        return merge_time_series_features(
+            self.config, time_series_features, inputs_embeds, input_ids, attention_mask, labels, patch_cnt
+        )
+
+    def embed_with_series(self, input_ids, inputs_embeds, timeseries, attention_mask, position_ids, labels):
+        """ChatTS's forward prologue: embed the tokens and merge the series in.
+
+        Returns ``(inputs_embeds, attention_mask, position_ids, labels, new_token_positions)``;
+        series are merged only when the tokens are embedded here (not for given ``inputs_embeds``).
+        """
+        if inputs_embeds is not None:
+            return inputs_embeds, attention_mask, position_ids, labels, None
+        inputs_embeds = self.get_input_embeddings()(input_ids)
+        if timeseries is None or timeseries.shape[0] == 0:
+            return inputs_embeds, attention_mask, position_ids, labels, None
+        features, patch_cnt = self.ts_encoder(timeseries)
+        inputs_embeds = inputs_embeds.to(features.dtype)
+        return self._merge_input_ids_with_time_series_features(
+            features, inputs_embeds, input_ids, attention_mask, labels, patch_cnt
+        )

@@ -33,7 +33,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.modeling_utils import PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .chatts_timeseries import TimeSeriesEmbedding, merge_time_series_features
+from .chatts_timeseries import TimeSeriesCausalLMMixin, TimeSeriesEmbedding
 from .configuration_qwen2 import Qwen2TSConfig
 
 
@@ -275,7 +275,7 @@ class Qwen2Model(Qwen2PreTrainedModel):
         )
 
 
-class Qwen2TSForCausalLM(Qwen2PreTrainedModel):
+class Qwen2TSForCausalLM(TimeSeriesCausalLMMixin, Qwen2PreTrainedModel):
     _tied_weights_keys = ["lm_head.weight"]
 
     def __init__(self, config):
@@ -285,28 +285,6 @@ class Qwen2TSForCausalLM(Qwen2PreTrainedModel):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.ts_encoder = TimeSeriesEmbedding(config.ts)
         self.post_init()
-
-    def get_input_embeddings(self):
-        return self.model.embed_tokens
-
-    def set_input_embeddings(self, value):
-        self.model.embed_tokens = value
-
-    def get_output_embeddings(self):
-        return self.lm_head
-
-    def set_output_embeddings(self, new_embeddings):
-        self.lm_head = new_embeddings
-
-    def get_decoder(self):
-        return self.model
-
-    def _merge_input_ids_with_time_series_features(
-        self, time_series_features, inputs_embeds, input_ids, attention_mask, labels, patch_cnt
-    ):
-        return merge_time_series_features(
-            self.config, time_series_features, inputs_embeds, input_ids, attention_mask, labels, patch_cnt
-        )
 
     def forward(
         self,
@@ -322,17 +300,9 @@ class Qwen2TSForCausalLM(Qwen2PreTrainedModel):
         output_hidden_states=None,
         return_dict=None,
     ):
-        new_token_positions = None
-        if inputs_embeds is None:
-            inputs_embeds = self.get_input_embeddings()(input_ids)
-            if timeseries is not None and timeseries.shape[0] > 0:
-                ts_features, patch_cnt = self.ts_encoder(timeseries)
-                inputs_embeds = inputs_embeds.to(ts_features.dtype)
-                inputs_embeds, attention_mask, position_ids, labels, new_token_positions = (
-                    self._merge_input_ids_with_time_series_features(
-                        ts_features, inputs_embeds, input_ids, attention_mask, labels, patch_cnt
-                    )
-                )
+        inputs_embeds, attention_mask, position_ids, labels, new_token_positions = self.embed_with_series(
+            input_ids, inputs_embeds, timeseries, attention_mask, position_ids, labels
+        )
         outputs = self.model(
             attention_mask=attention_mask,
             position_ids=position_ids,

@@ -24,7 +24,7 @@ from transformers.generation import GenerationMixin
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.qwen3.modeling_qwen3 import Qwen3Model, Qwen3PreTrainedModel
 
-from .chatts_timeseries import TimeSeriesEmbedding, merge_time_series_features
+from .chatts_timeseries import TimeSeriesCausalLMMixin, TimeSeriesEmbedding
 from .configuration_qwen3_ts import Qwen3TSConfig
 
 
@@ -88,7 +88,7 @@ class Qwen3TSPreTrainedModel(Qwen3PreTrainedModel):
     config_class = Qwen3TSConfig
 
 
-class Qwen3TSForCausalLM(Qwen3TSPreTrainedModel, Qwen3TSGenerationMixin):
+class Qwen3TSForCausalLM(TimeSeriesCausalLMMixin, Qwen3TSPreTrainedModel, Qwen3TSGenerationMixin):
     _tied_weights_keys = ["lm_head.weight"]
 
     def __init__(self, config):
@@ -98,28 +98,6 @@ class Qwen3TSForCausalLM(Qwen3TSPreTrainedModel, Qwen3TSGenerationMixin):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.ts_encoder = TimeSeriesEmbedding(config.ts)
         self.post_init()
-
-    def get_input_embeddings(self):
-        return self.model.embed_tokens
-
-    def set_input_embeddings(self, value):
-        self.model.embed_tokens = value
-
-    def get_output_embeddings(self):
-        return self.lm_head
-
-    def set_output_embeddings(self, new_embeddings):
-        self.lm_head = new_embeddings
-
-    def get_decoder(self):
-        return self.model
-
-    def _merge_input_ids_with_time_series_features(
-        self, time_series_features, inputs_embeds, input_ids, attention_mask, labels, patch_cnt
-    ):
-        return merge_time_series_features(
-            self.config, time_series_features, inputs_embeds, input_ids, attention_mask, labels, patch_cnt
-        )
 
     def forward(
         self,
@@ -134,17 +112,9 @@ class Qwen3TSForCausalLM(Qwen3TSPreTrainedModel, Qwen3TSGenerationMixin):
         logits_to_keep=0,
         **kwargs,
     ):
-        new_token_positions = None
-        if inputs_embeds is None:
-            inputs_embeds = self.get_input_embeddings()(input_ids)
-            if timeseries is not None and timeseries.shape[0] > 0:
-                ts_features, patch_cnt = self.ts_encoder(timeseries)
-                inputs_embeds = inputs_embeds.to(ts_features.dtype)
-                inputs_embeds, attention_mask, position_ids, labels, new_token_positions = (
-                    self._merge_input_ids_with_time_series_features(
-                        ts_features, inputs_embeds, input_ids, attention_mask, labels, patch_cnt
-                    )
-                )
+        inputs_embeds, attention_mask, position_ids, labels, new_token_positions = self.embed_with_series(
+            input_ids, inputs_embeds, timeseries, attention_mask, position_ids, labels
+        )
         outputs = self.model(
             attention_mask=attention_mask,
             position_ids=position_ids,

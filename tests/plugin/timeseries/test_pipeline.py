@@ -308,15 +308,29 @@ def test_overlong_rows_are_reported_all_at_once_with_the_cutoff_that_fits(chatts
     assert len(dataset) == 9 and "_timeseries_overlong" not in dataset.column_names
 
 
-def test_overlong_rows_are_dropped_and_counted_when_asked(chatts_dir, data_dir, tmp_path, capfd):
+def test_overlong_rows_are_dropped_and_counted_when_asked(chatts_dir, data_dir, tmp_path):
+    import logging
+
     _overlong_rows(data_dir, 3)
-    _, tm, dataset = load(
-        chatts_dir, data_dir, tmp_path / "out", dataset="bad", cutoff_len=200, timeseries_drop_overlong=True
-    )
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("llamafactory.lfkit.timeseries")
+    logger.addHandler(handler)
+    try:
+        _, tm, dataset = load(
+            chatts_dir,
+            data_dir,
+            tmp_path / "out",
+            dataset="bad",
+            cutoff_len=200,
+            timeseries_drop_overlong=True,
+        )
+    finally:
+        logger.removeHandler(handler)
     assert len(dataset) == 2 and "_timeseries_overlong" not in dataset.column_names
     assert all(tm["tokenizer"].decode(row["input_ids"]).count("<ts>") == 1 for row in dataset)
-    captured = capfd.readouterr()
-    assert "dropped 3 of 5 ChatTS training rows" in captured.out + captured.err
+    assert any("dropped 3 of 5 ChatTS training rows" in r.getMessage() for r in records)
 
 
 def _without_processor(chatts_dir, tmp_path):

@@ -72,6 +72,11 @@ def recipe(chatts, out, **overrides):
     return tiny_recipe(model, data, "chatts", out, **base)
 
 
+def load_dataset_rows(data_dir) -> list[str]:
+    info = json.loads((data_dir / "dataset_info.json").read_text())
+    return (data_dir / info["chatts"]["file_name"]).read_text().splitlines()
+
+
 def audit(out) -> dict:
     return json.loads((out / "lfkit_param_groups.json").read_text())
 
@@ -143,7 +148,10 @@ def test_freeze_tuning_trains_the_encoder_at_the_global_lr_when_unset(chatts, ru
 
 
 def test_lora_trains_every_encoder_module_at_its_own_lr_keeping_loraplus_ratios(chatts, run_train, tmp_path):
-    """Adapters on the encoder's linears, its position embedding in full; LoRA+ ratio 4 kept for both lrs."""
+    """Adapters on the encoder's linears, its position embedding in full; LoRA+ ratio 4 kept for both lrs.
+
+    The same run then predicts through the PEFT-wrapped model (series-aware generation under PEFT).
+    """
     out, ratio = tmp_path / "lora", 4.0
     run = run_train(
         recipe(
@@ -153,8 +161,16 @@ def test_lora_trains_every_encoder_module_at_its_own_lr_keeping_loraplus_ratios(
             lora_target="all",
             timeseries_sft_lr=TS_LR,
             loraplus_lr_ratio=ratio,
+            eval_dataset="chatts",
+            do_predict=True,
+            predict_with_generate=True,
+            per_device_eval_batch_size=2,
+            max_new_tokens=4,
+            do_sample=False,
         )
     ).check()
+    predictions = (out / "generated_predictions.jsonl").read_text().splitlines()
+    assert len(predictions) == len(load_dataset_rows(chatts[1]))
     adapter = load_file(out / "adapter_model.safetensors")
     encoder_b = [k for k in adapter if "ts_encoder" in k and "lora_B" in k]
     assert sorted(k.split("ts_encoder.")[1].split(".lora")[0] for k in encoder_b) == ["mlp.0", "mlp.2"]
