@@ -333,6 +333,18 @@ def test_overlong_rows_are_dropped_and_counted_when_asked(chatts_dir, data_dir, 
     assert any("dropped 3 of 5 ChatTS training rows" in r.getMessage() for r in records)
 
 
+def test_streamed_overlong_rows_are_refused_when_read_or_dropped_when_asked(chatts_dir, data_dir, tmp_path):
+    """With streaming, rows exist only while iterating: each over-long one is refused or dropped then."""
+    _overlong_rows(data_dir, 3)
+    stream = dict(dataset="bad", cutoff_len=200, streaming=True, max_steps=1, dataloader_num_workers=1)
+    _, _, dataset = load(chatts_dir, data_dir, tmp_path / "out", timeseries_drop_overlong=True, **stream)
+    rows = list(dataset)
+    assert len(rows) == 2 and "_timeseries_overlong" not in rows[0]
+    _, _, dataset = load(chatts_dir, data_dir, tmp_path / "out2", **stream)
+    with pytest.raises(ValueError, match=r"bad\.jsonl: row \d: does not fit cutoff_len 200 .* it needs \d+"):
+        list(dataset)
+
+
 def _without_processor(chatts_dir, tmp_path):
     """A copy of the model whose AutoProcessor finds no ChatTS processor (LlamaFactory then passes None)."""
     copy = tmp_path / "no_processor"
