@@ -43,6 +43,31 @@ class LfkitFinetuningArguments(FinetuningArguments):
             )
         },
     )
+    # --- ChatTS data keys (read by lfkit.plugin.timeseries through parsed_finetuning_args()) ---
+    timeseries_drop_overlong: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "What to do with ChatTS rows whose time-series placeholders cutoff_len would cut (a series "
+                "is never cut silently). false (default): stop before training with one error that counts "
+                "them, names the first few (file and row) and gives the cutoff_len that fits them all. "
+                "true: drop them and log how many were dropped, per dataset."
+            )
+        },
+    )
+    timeseries_legacy_prompt: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "Allow ChatTS series to be written with the paper-era text "
+                "'[Value Offset: ..|Value Scaling: ..]' when the checkpoint's own processor cannot be "
+                "loaded. false (default): that is an error, since current ChatTS checkpoints were trained "
+                "with their processor's longer '[offset=..|scaling=..|length=..|...]' text and a model must "
+                "see the format it was trained on."
+            )
+        },
+    )
+    # --- end of ChatTS data keys ---
     kl_beta: float = field(
         default=0.0,
         metadata={
@@ -84,6 +109,17 @@ class LfkitFinetuningArguments(FinetuningArguments):
             raise ValueError(f"kl_beta must be >= 0, got {self.kl_beta}.")
         if self.kl_beta > 0 and self.stage != "sft":
             raise ValueError(f"kl_beta applies to stage: sft only, got stage: {self.stage}.")
+        _PARSED["finetuning_args"] = self  # for the data pipeline, see parsed_finetuning_args()
+
+
+# LlamaFactory hands its data pipeline DataArguments only; the ChatTS data keys above are read
+# there from the arguments this process parsed last (the parser builds them before any dataset).
+_PARSED: dict[str, LfkitFinetuningArguments] = {}
+
+
+def parsed_finetuning_args() -> LfkitFinetuningArguments | None:
+    """The LfkitFinetuningArguments this process parsed last, or None before any parse."""
+    return _PARSED.get("finetuning_args")
 
 
 def install_into_parser(parser: ModuleType) -> None:

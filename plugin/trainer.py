@@ -30,6 +30,9 @@ class LfkitSeq2SeqTrainer(CustomSeq2SeqTrainer):
             ref_model=ref_model,
             **kwargs,
         )
+        from lfkit.plugin.optim import check_trainer_supports_timeseries_lr
+
+        check_trainer_supports_timeseries_lr(self)
         if getattr(finetuning_args, "lfkit_run_record", False):
             from lfkit.plugin.run_record import RunRecordCallback
 
@@ -48,10 +51,12 @@ class LfkitSeq2SeqTrainer(CustomSeq2SeqTrainer):
         optimizer = super().create_optimizer()
         if fresh and optimizer is not None:
             decay = decay_ids(self.model, self.get_decay_parameter_names(self.model))
-            apply_timeseries_lr(optimizer, self.model, self.finetuning_args, decay)
+            lr = self.args.learning_rate
+            apply_timeseries_lr(optimizer, self.model, self.finetuning_args, decay, lr)
             if self.is_world_process_zero():
-                lr = self.args.learning_rate
-                write_param_groups(self.args.output_dir, optimizer, self.finetuning_args, lr, decay)
+                write_param_groups(
+                    self.args.output_dir, optimizer, self.finetuning_args, lr, decay, self.model
+                )
         return optimizer
 
     def compute_loss(self, model, inputs, *args, **kwargs):

@@ -1,9 +1,10 @@
-"""Processor of lfkit's tiny ChatTS-compatible model (remote code, loaded with trust_remote_code).
+"""Processor of lfkit's tiny ChatTS-14B-style model (remote code, loaded with trust_remote_code).
 
-Honours ChatTS's processor contract: ``__call__(text, timeseries, tokenize=...)`` replaces each
-``<ts><ts/>`` with ``[Value Offset: o|Value Scaling: s]<ts><ts/>`` for the next series,
-refuses a placeholder/series count mismatch, and ``encode_timeseries`` returns the padded
-``[series, 2*max_len, 1]`` value+mask tensor. Written by lfkit; self-contained on purpose.
+Honours the public ChatTS processor's contract (written by lfkit, not copied):
+``__call__(text, timeseries, tokenize=...)`` replaces each bare ``<ts><ts/>`` with the current
+checkpoints' scaling text ``[offset=..|scaling=..|length=..|max=..|min=..|left=..|right=..]<ts><ts/>``
+for the next series and refuses a placeholder/series count mismatch; ``encode_timeseries``
+returns the zero-padded ``[series, 2*max_len, 1]`` value+mask tensor in float16, as ChatTS's does.
 """
 
 import numpy as np
@@ -15,7 +16,7 @@ PLACEHOLDER = "<ts><ts/>"
 
 
 def sp_encoding(timeseries):
-    """Shift by the mean, scale to |x| < 3 when needed; returns (value+mask column, prompt)."""
+    """Shift by the mean, scale to |x| < 3 when needed; returns (value+mask column, prompt text)."""
     x = np.asarray(timeseries, dtype=np.float64)
     mean = float(np.mean(x))
     scaled = x - mean
@@ -23,7 +24,10 @@ def sp_encoding(timeseries):
     if np.any(np.abs(scaled) >= 3.0):
         scale = float(np.max(np.abs(scaled)) / 3.0)
         scaled = scaled / scale
-    prompt = f"[Value Offset: {-mean:.4f}|Value Scaling: {scale:.4f}]{PLACEHOLDER}"
+    prompt = (
+        f"[offset={-mean:.4f}|scaling={scale:.4f}|length={len(x)}|max={max(timeseries):.4f}"
+        f"|min={min(timeseries):.4f}|left={timeseries[0]:.4f}|right={timeseries[-1]:.4f}]{PLACEHOLDER}"
+    )
     column = np.stack([scaled, np.ones_like(scaled)], axis=-1).reshape(-1, 1)
     return column, prompt
 
@@ -32,8 +36,7 @@ class Qwen2TSProcessor(ProcessorMixin):
     attributes = ["tokenizer"]
     tokenizer_class = "AutoTokenizer"
 
-    def __init__(self, tokenizer=None, patch_size=4, **kwargs):
-        self.patch_size = patch_size
+    def __init__(self, tokenizer=None, **kwargs):
         super().__init__(tokenizer=tokenizer)
 
     def __call__(self, text, timeseries=None, padding=False, padding_side="left", tokenize=True, **kwargs):
@@ -66,11 +69,10 @@ class Qwen2TSProcessor(ProcessorMixin):
         if not series:
             return None
         columns = [sp_encoding(s)[0] for s in series]
-        max_len = max(c.shape[0] for c in columns)
-        padded = np.zeros((len(columns), max_len, 1), dtype=np.float32)
+        padded = np.zeros((len(columns), max(c.shape[0] for c in columns), 1), dtype=np.float32)
         for i, c in enumerate(columns):
             padded[i, : c.shape[0]] = c
-        return torch.from_numpy(padded)
+        return torch.from_numpy(padded).half()
 
     @property
     def model_input_names(self):

@@ -7,15 +7,21 @@ order, normalised and zero-padded to the longest one, ``[series, 2*max_len, 1]``
 the mask channel, so padding is marked 0), in the trainer's compute dtype.
 
 Text-only batches and ZeRO-3: with ``template: chatts``, a batch with no series gets one dummy
-series (``2 * patch_size`` zeros) and a ``<ts><ts/>`` pair appended after the last token of its
-first row with attention mask 0 and labels ignored, the way LlamaFactory injects a fake image
-for VLMs. The encoder then runs on every rank for every batch, so under ZeRO-3 each rank joins
-the same parameter all-gathers (a rank skipping the encoder would leave the others waiting
-forever) and under DDP the encoder's parameters always get a (zero) gradient. The dummy adds
-nothing to the loss: its 2 patches replace exactly its 2 tokens, they sit after every real
-token of the row (causal attention: no real token can see them) and their labels are ignored.
-This is done only with right padding (training and evaluation); for left-padded generation
-batches no dummy is added.
+series (``2 * patch_size`` zeros) and a ``<ts><ts/>`` pair with attention mask 0 and labels
+ignored in its first row, the way LlamaFactory injects a fake image for VLMs. The encoder then
+runs on every rank for every batch, so under ZeRO-3 each rank joins the same parameter
+all-gathers (a rank skipping the encoder would leave the others waiting forever) and under DDP
+the encoder's parameters always get a (zero) gradient. The dummy's 2 patches replace exactly
+its 2 tokens, and it sits where padding goes, masked:
+
+* right padding (training, evaluation): after the row's last token. Causal attention: no real
+  token can see it, and its labels are ignored, so the loss is unchanged.
+* left padding (generation, ``predict_with_generate``): before the row's first token, inside
+  the left padding, so the generated tokens still follow the prompt directly; masked keys are
+  invisible to every query and position ids count only attended positions, so the output is
+  unchanged. The series reach the model only in the generation's first forward
+  (:mod:`lfkit.plugin.timeseries.generation`), so every rank runs the encoder exactly once per
+  batch there too; the dummy is part of the prompt that LlamaFactory strips from predictions.
 """
 
 from __future__ import annotations
@@ -30,13 +36,17 @@ from lfkit.plugin.timeseries.spec import spec_for_tokenizer
 IGNORE_INDEX = -100
 
 
-def add_dummy_series(features: list[dict], spec) -> list[list[float]]:
-    """Append a masked ``<ts><ts/>`` pair to the first row; returns the dummy series for it."""
+def add_dummy_series(features: list[dict], spec, left: bool = False) -> list[list[float]]:
+    """Put a masked ``<ts><ts/>`` pair at the padding end of the first row; returns its dummy series."""
     first = features[0]
-    first["input_ids"] = list(first["input_ids"]) + [spec.start_id, spec.end_id]
-    first["attention_mask"] = list(first["attention_mask"]) + [0, 0]
+
+    def extend(values, extra):
+        return list(extra) + list(values) if left else list(values) + list(extra)
+
+    first["input_ids"] = extend(first["input_ids"], [spec.start_id, spec.end_id])
+    first["attention_mask"] = extend(first["attention_mask"], [0, 0])
     if "labels" in first:
-        first["labels"] = list(first["labels"]) + [IGNORE_INDEX, IGNORE_INDEX]
+        first["labels"] = extend(first["labels"], [IGNORE_INDEX, IGNORE_INDEX])
     return [[0.0] * (2 * spec.patch_size)]
 
 
@@ -52,8 +62,9 @@ def collate(collator, features: list[dict], original):
                 "The batch has time series but the template cannot place them; use `template: chatts`."
             )
         return original(collator, features)
-    if not series and collator.tokenizer.padding_side == "right":
-        series = add_dummy_series(features, spec_for_tokenizer(collator.tokenizer))
+    if not series:
+        left = collator.tokenizer.padding_side == "left"
+        series = add_dummy_series(features, spec_for_tokenizer(collator.tokenizer), left=left)
     batch = original(collator, features)
     if series:
         tensor = plugin.encode_timeseries(series, collator.processor)

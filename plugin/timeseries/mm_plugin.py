@@ -4,8 +4,10 @@
 offset/scaling text in front of each ``<ts><ts/>`` (``expand_timeseries``) and build the
 ``[series, 2*max_len, 1]`` value+mask tensor (``encode_timeseries``). It delegates both to the
 checkpoint's own processor when that is a ChatTS processor (it has ``encode_timeseries``), since
-ChatTS-14B and ChatTS-8B write different text; otherwise it uses
-:mod:`lfkit.plugin.timeseries.encoding` (ChatTS-14B's rules). The ``<ts>`` ``<ts/>`` pair stays
+checkpoints differ in the text they were trained with. Without one it uses
+:mod:`lfkit.plugin.timeseries.encoding` (the paper-era ``[Value Offset: ..|Value Scaling: ..]``
+text), which the data pipeline allows only with ``timeseries_legacy_prompt: true``
+(:func:`lfkit.plugin.timeseries.processing.check_processor`). The ``<ts>`` ``<ts/>`` pair stays
 two tokens in ``input_ids``: the model's forward replaces it by the patch embeddings.
 
 The ``chatts`` template is Qwen's ChatML with this plugin, as in the ChatTS-Training fork.
@@ -22,7 +24,7 @@ PLUGIN_NAME = "chatts"
 TEMPLATE_NAME = "chatts"
 
 
-def _is_chatts_processor(processor) -> bool:
+def is_chatts_processor(processor) -> bool:
     return processor is not None and callable(getattr(processor, "encode_timeseries", None))
 
 
@@ -40,7 +42,7 @@ def _make_plugin_class(base: type) -> type:
                 content = message["content"]
                 n = content.count(encoding.PLACEHOLDER)
                 chunk = series[k : k + n]
-                if n and _is_chatts_processor(processor):
+                if n and is_chatts_processor(processor):
                     content = processor(text=[content], timeseries=chunk, tokenize=False)["text"][0]
                 elif n:
                     pieces = content.split(encoding.PLACEHOLDER)
@@ -57,7 +59,7 @@ def _make_plugin_class(base: type) -> type:
 
         def encode_timeseries(self, series, processor):
             """The batch's ``[series, 2*max_len, 1]`` value+mask tensor."""
-            if _is_chatts_processor(processor):
+            if is_chatts_processor(processor):
                 return processor.encode_timeseries(series)
             return encoding.encode_batch(series)
 

@@ -5,9 +5,21 @@ For a row with series the plugin (1) writes each series' offset/scaling text in 
 own ``_encode_data_example`` (same masking of prompt tokens, ``mask_history`` and
 ``train_on_prompt`` rules) under a ``cutoff_len`` reduced by the positions the series will
 take in the model (``ceil(len / patch_size) - 2`` each), so ``cutoff_len`` bounds the real
-sequence length, and (3) refuses a row whose truncation would cut a placeholder, naming its
-file and row: a series is never silently dropped or cut. The series go on as the
-``timeseries`` feature, which the collator turns into the model's tensor.
+sequence length, and (3) marks a row whose truncation would cut a placeholder as over-long.
+The series go on as the ``timeseries`` feature, which the collator turns into the model's tensor.
+
+A series is never silently dropped or cut. Once the whole dataset is tokenised
+(:func:`resolve_overlong`, after LlamaFactory's ``_get_preprocessed_dataset``), the over-long
+rows are reported all at once: how many, the first few by file and row, and the ``cutoff_len``
+that fits them all; with ``timeseries_drop_overlong: true`` they are dropped instead and the
+count is logged. The mark travels as a column so this works with ``preprocessing_num_workers``
+and LlamaFactory's dataset cache.
+
+Before tokenising, :func:`check_processor` refuses a dataset with series when the checkpoint's
+own ChatTS processor did not load (LlamaFactory then passes ``processor=None``): the scaling
+text would silently fall back to the paper-era ``[Value Offset: ..|Value Scaling: ..]`` form,
+which current checkpoints were not trained with, unless ``timeseries_legacy_prompt: true``
+asks for exactly that.
 
 Rows without series, and datasets without the column, are tokenised by LlamaFactory's code.
 Packing (``packing`` / ``neat_packing``) is refused for rows with series.
@@ -16,37 +28,44 @@ Packing (``packing`` / ``neat_packing``) is refused for rows with series.
 from __future__ import annotations
 
 import copy
+import json
 from collections import defaultdict
 from types import ModuleType
 
 from lfkit.plugin.timeseries.dataset import COLUMN, decode_payload
 from lfkit.plugin.timeseries.encoding import extra_positions
-from lfkit.plugin.timeseries.mm_plugin import is_timeseries_plugin
+from lfkit.plugin.timeseries.mm_plugin import is_chatts_processor, is_timeseries_plugin
 from lfkit.plugin.timeseries.spec import spec_for_tokenizer
 
 FEATURE = "timeseries"
+OVERLONG = "_timeseries_overlong"  # "" or {"source", "needed"} of a row cutoff_len would cut
+SHOWN = 5  # over-long rows named in the error
 
 
-def _check_placeholders(
-    input_ids: list[int], spec, n_series: int, source: str, cutoff: int, extra: int
-) -> None:
+def _placeholders_intact(input_ids: list[int], spec, n_series: int) -> bool:
     starts = [i for i, t in enumerate(input_ids) if t == spec.start_id]
     ends = sum(1 for t in input_ids if t == spec.end_id)
     paired = all(i + 1 < len(input_ids) and input_ids[i + 1] == spec.end_id for i in starts)
-    if len(starts) != n_series or ends != n_series or not paired:
-        raise ValueError(
-            f"{source}: cutoff_len {cutoff} keeps {len(starts)} of {n_series} time-series placeholders "
-            f"intact ({extra} positions go to the series' patches); raise cutoff_len or shorten this sample "
-            "(`lfkit data stats --kind timeseries` shows each sample's true length)."
-        )
+    return len(starts) == n_series and ends == n_series and paired
+
+
+def _with_cutoff(proc, cutoff: int):
+    worker = copy.copy(proc)
+    worker.data_args = copy.copy(proc.data_args)
+    worker.data_args.cutoff_len = cutoff
+    return worker
 
 
 def encode_row(proc, encode, prompt, response, system, tools, images, videos, audios, payload):
-    """``(input_ids, labels, feature)`` for one row; ``encode`` is LlamaFactory's method."""
+    """``(input_ids, labels, feature, overlong)`` for one row; ``encode`` is LlamaFactory's method.
+
+    ``overlong`` is "" or the JSON ``{"source", "needed"}`` of a row whose placeholders
+    ``cutoff_len`` would cut; ``needed`` is its untruncated length including the patches.
+    """
     series, source = decode_payload(payload)
     if not series:
         ids, labels = encode(proc, prompt, response, system, tools, images, videos, audios)
-        return ids, labels, ""
+        return ids, labels, "", ""
     plugin = proc.template.mm_plugin
     if not is_timeseries_plugin(plugin):
         raise ValueError(
@@ -58,16 +77,14 @@ def encode_row(proc, encode, prompt, response, system, tools, images, videos, au
     prompt, response = messages[: len(prompt)], messages[len(prompt) :]
     cutoff = proc.data_args.cutoff_len
     extra = extra_positions([len(s) for s in series], spec.patch_size)
-    if cutoff - extra <= 0:
-        raise ValueError(
-            f"{source}: the series alone take {extra + 2 * len(series)} positions, over cutoff_len {cutoff}."
+    if cutoff - extra > 0:
+        ids, labels = encode(
+            _with_cutoff(proc, cutoff - extra), prompt, response, system, tools, images, videos, audios
         )
-    worker = copy.copy(proc)
-    worker.data_args = copy.copy(proc.data_args)
-    worker.data_args.cutoff_len = cutoff - extra
-    ids, labels = encode(worker, prompt, response, system, tools, images, videos, audios)
-    _check_placeholders(ids, spec, len(series), source, cutoff, extra)
-    return ids, labels, payload
+        if _placeholders_intact(ids, spec, len(series)):
+            return ids, labels, payload, ""
+    ids, labels = encode(_with_cutoff(proc, 1 << 30), prompt, response, system, tools, images, videos, audios)
+    return ids, labels, payload, json.dumps({"source": source, "needed": len(ids) + extra})
 
 
 def _preprocess(proc, examples, encode, supervised: bool):
@@ -80,7 +97,7 @@ def _preprocess(proc, examples, encode, supervised: bool):
         if len(prompt) % 2 != 1 or (supervised and len(response) != 1):
             logger.warning_rank0(f"Dropped invalid example: {prompt + response}")
             continue
-        ids, labels, feature = encode_row(
+        ids, labels, feature, overlong = encode_row(
             proc,
             encode,
             prompt,
@@ -99,7 +116,105 @@ def _preprocess(proc, examples, encode, supervised: bool):
         model_inputs["videos"].append(examples["_videos"][i])
         model_inputs["audios"].append(examples["_audios"][i])
         model_inputs[FEATURE].append(feature)
+        model_inputs[OVERLONG].append(overlong)
     return model_inputs
+
+
+def resolve_overlong(dataset, cutoff_len: int, drop: bool, what: str):
+    """Report (or, with ``drop``, remove) every over-long row at once; returns the dataset unmarked."""
+    from datasets import IterableDataset
+    from llamafactory.extras import logging
+
+    if isinstance(dataset, IterableDataset):  # streaming: rows exist only while iterating
+        if drop:
+            dataset = dataset.filter(lambda mark: not mark, input_columns=[OVERLONG])
+        else:
+            dataset = dataset.map(_refuse_streamed_row, fn_kwargs={"cutoff_len": cutoff_len})
+        return dataset.remove_columns(OVERLONG)
+    marks = dataset[OVERLONG]
+    rows = [json.loads(m) for m in marks if m]
+    dataset = dataset.remove_columns(OVERLONG)
+    if not rows:
+        return dataset
+    needed = max(r["needed"] for r in rows)
+    if drop:
+        dataset = dataset.select([i for i, m in enumerate(marks) if not m])
+        logging.get_logger("llamafactory.lfkit.timeseries").warning_rank0(
+            f"lfkit: dropped {len(rows)} of {len(marks)} ChatTS {what} rows whose time-series placeholders "
+            f"cutoff_len {cutoff_len} would cut (timeseries_drop_overlong: true); cutoff_len {needed} "
+            "keeps them."
+        )
+        return dataset
+    first = "; ".join(r["source"] for r in rows[:SHOWN]) + ("; ..." if len(rows) > SHOWN else "")
+    raise ValueError(
+        f"{len(rows)} of {len(marks)} ChatTS {what} rows do not fit cutoff_len {cutoff_len} (truncation "
+        f"would cut their time-series placeholders): {first}. cutoff_len {needed} fits all of them; or set "
+        "timeseries_drop_overlong: true to drop them (the count is logged)."
+    )
+
+
+def _refuse_streamed_row(row, cutoff_len: int):
+    if row[OVERLONG]:
+        mark = json.loads(row[OVERLONG])
+        raise ValueError(
+            f"{mark['source']}: does not fit cutoff_len {cutoff_len} (truncation would cut its time-series "
+            f"placeholders; it needs {mark['needed']}). With streaming, rows are checked one by one; set "
+            "timeseries_drop_overlong: true to drop such rows."
+        )
+    return row
+
+
+def check_processor(processor, tokenizer, legacy_ok: bool) -> None:
+    """Refuse series without the checkpoint's ChatTS processor unless the legacy text is asked for."""
+    if is_chatts_processor(processor):
+        return
+    from llamafactory.extras import logging
+
+    loaded = "no processor" if processor is None else f"a {type(processor).__name__}, not a ChatTS processor"
+    if legacy_ok:
+        logging.get_logger("llamafactory.lfkit.timeseries").warning_rank0(
+            f"lfkit: {tokenizer.name_or_path}: {loaded} loaded; writing the paper-era "
+            "'[Value Offset: ..|Value Scaling: ..]' series text (timeseries_legacy_prompt: true)."
+        )
+        return
+    raise ValueError(
+        f"{tokenizer.name_or_path}: {loaded} loaded, so the series' scaling text cannot be written the way "
+        "the checkpoint was trained (its processor's). Make AutoProcessor load it (trust_remote_code: true, "
+        "processor_config.json with its auto_map, the processing_*.py file) or set timeseries_legacy_prompt: "
+        "true to write the paper-era '[Value Offset: ..|Value Scaling: ..]' text."
+    )
+
+
+def patch_loader(module: ModuleType) -> None:
+    """Check the processor before, and resolve over-long ChatTS rows after, each dataset's tokenising."""
+    if getattr(module, "_lfkit_timeseries", False):
+        return
+    original = module._get_preprocessed_dataset
+
+    def _get_preprocessed_dataset(
+        dataset, data_args, training_args, stage, template, tokenizer, processor=None, is_eval=False
+    ):
+        from lfkit.plugin.hparams import parsed_finetuning_args
+
+        keys = parsed_finetuning_args()
+        series = (
+            dataset is not None
+            and template is not None
+            and is_timeseries_plugin(template.mm_plugin)
+            and COLUMN in (dataset.column_names or list(next(iter(dataset)).keys()))
+        )
+        if series:
+            check_processor(processor, tokenizer, bool(getattr(keys, "timeseries_legacy_prompt", False)))
+        out = original(
+            dataset, data_args, training_args, stage, template, tokenizer, processor, is_eval=is_eval
+        )
+        if series and (data_args.streaming or OVERLONG in out.column_names):
+            drop = bool(getattr(keys, "timeseries_drop_overlong", False))
+            out = resolve_overlong(out, data_args.cutoff_len, drop, "evaluation" if is_eval else "training")
+        return out
+
+    module._get_preprocessed_dataset = _get_preprocessed_dataset
+    module._lfkit_timeseries = True
 
 
 def patch_supervised(module: ModuleType) -> None:

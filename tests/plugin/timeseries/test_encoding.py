@@ -37,6 +37,7 @@ def test_encode_batch_interleaves_values_and_mask_and_zero_pads():
 
 
 def test_tiny_processor_matches_chatts_rules(tmp_path):
+    from lfkit.data_tools.timeseries_chatts import processor_text
     from transformers import AutoProcessor
 
     from lfkit.tiny_chatts import build_tiny_chatts
@@ -45,8 +46,9 @@ def test_tiny_processor_matches_chatts_rules(tmp_path):
     processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
     series = [[0.0, 0.0, 0.0, 40.0], [1.0, 2.0]]
     text = processor(text=["a <ts><ts/> b <ts><ts/>"], timeseries=series, tokenize=False)["text"][0]
-    assert text == "a " + encoding.prompt_text(series[0]) + " b " + encoding.prompt_text(series[1])
-    assert torch.equal(processor.encode_timeseries(series), encoding.encode_batch(series))
+    assert text == "a " + processor_text(series[0]) + " b " + processor_text(series[1])  # the 0801 form
+    # ChatTS's processor hands the encoder float16 values
+    assert torch.equal(processor.encode_timeseries(series), encoding.encode_batch(series).half())
     with pytest.raises(ValueError, match="Mismatch"):
         processor(text=["<ts><ts/><ts><ts/>"], timeseries=series[:1], tokenize=False)
 
