@@ -6,7 +6,7 @@ lies 3 or more away from it, divided by ``max|x - mean| / 3``; the offset and sc
 written as ``[Value Offset: ..|Value Scaling: ..]`` right before the series' ``<ts><ts/>`` pair
 (the current ChatTS-14B checkpoint's processor writes a longer
 ``[offset=..|scaling=..|length=..|max=..|min=..|left=..|right=..]`` text instead, see
-:mod:`lfkit.data_tools.timeseries_chatts`); the encoder sees ``[value, 1]`` pairs flattened to
+:mod:`lfkit.data_tools.timeseries.chatts`); the encoder sees ``[value, 1]`` pairs flattened to
 one column, zero-padded to the longest series of the batch, i.e. a ``[series, 2*max_len, 1]``
 tensor whose odd rows are the mask; and a series of ``n`` values becomes
 ``ceil(n / patch_size)`` embeddings in place of its two placeholder tokens.

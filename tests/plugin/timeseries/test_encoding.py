@@ -37,7 +37,7 @@ def test_encode_batch_interleaves_values_and_mask_and_zero_pads():
 
 
 def test_tiny_processor_matches_chatts_rules(tmp_path):
-    from lfkit.data_tools.timeseries_chatts import processor_text
+    from lfkit.data_tools.timeseries.chatts import processor_text
     from transformers import AutoProcessor
 
     from lfkit.tiny_chatts import build_tiny_chatts

@@ -14,7 +14,7 @@ import shutil
 
 import pytest
 import torch
-from lfkit.data_tools.timeseries_chatts import processor_text
+from lfkit.data_tools.timeseries.chatts import processor_text
 from lfkit.plugin.timeseries import encoding
 from lfkit.plugin.timeseries.compat import apply_chatts_compat
 
