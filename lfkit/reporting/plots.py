@@ -153,7 +153,6 @@ def run_figure(
 
 
 def _draw_loss(ax, run: Run, stage: Stage, assessment: Assessment, options: PlotOptions) -> None:
-    from matplotlib.ticker import MaxNLocator
 
     train = run.train_log
     good = [(p.step, p.values["loss"]) for p in train if not bad_loss(p)]
@@ -222,13 +221,26 @@ def _draw_loss(ax, run: Run, stage: Stage, assessment: Assessment, options: Plot
         )
     status = "" if health.state == HEALTHY else f" ({health.label})"
     ax.set_title(f"{stage.name} loss: {run.label}{status}")
-    ax.set_xlabel("optimizer step")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _loss_axes(ax, stage, "step", ys, options, legend_size=8)
+
+
+X_LABELS = {"step": "optimizer step", "epoch": "epoch", "tokens": "input tokens seen"}
+
+
+def _loss_axes(
+    ax, stage: Stage, x: str, losses: list[float], options: PlotOptions, *, legend_size: int
+) -> None:
+    """Labels, scale, grid and legend of a loss panel."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel(X_LABELS[x])
+    if x == "step":
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(_wrap(stage.loss_label))
     if options.log_y:
-        _log_scale(ax, ys)
+        _log_scale(ax, losses)
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    ax.legend(loc="best", fontsize=legend_size)
 
 
 def _mark_non_finite(
@@ -426,7 +438,6 @@ def _x_points(run: Run, x: str) -> list[tuple[float, LogPoint]]:
 def comparison_figure(members: list[tuple[Run, Assessment]], stage: Stage, x: str, options: PlotOptions):
     """The figure overlaying ``members`` (runs of one stage) against ``x``."""
     plt = _pyplot()
-    from matplotlib.ticker import MaxNLocator
 
     panel = next(
         (p for p in stage.panels if any(_series(r, p.keys[0]) for r, _ in members)),
@@ -486,7 +497,7 @@ def comparison_figure(members: list[tuple[Run, Assessment]], stage: Stage, x: st
                     label=run.label,
                     **style,
                 )
-    xlabel = {"step": "optimizer step", "epoch": "epoch", "tokens": "input tokens seen"}[x]
+    xlabel = X_LABELS[x]
     if x == "epoch":
         top = max((p.epoch for r, _ in members for p in r.train_log if p.epoch is not None), default=0)
         for whole in range(1, int(top + 1e-6) + 1):
@@ -495,14 +506,7 @@ def comparison_figure(members: list[tuple[Run, Assessment]], stage: Stage, x: st
         f"{stage.name}: training loss of {len(members)} runs by {x} (faint: raw, bold: EMA {SMOOTHING})",
         fontsize=10,
     )
-    ax.set_xlabel(xlabel)
-    if x == "step":
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel(_wrap(stage.loss_label))
-    if options.log_y:
-        _log_scale(ax, all_losses)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=7)
+    _loss_axes(ax, stage, x, all_losses, options, legend_size=7)
     if panel:
         pax = axs[1][0]
         pax.set_title(f"{panel.title}: {panel.keys[0]} (EMA)", fontsize=9)

@@ -432,12 +432,9 @@ def run_section(f: RunFacts, a: Assessment, plot: Path | None, out_dir: Path) ->
             lines += [f"Trend so far: {a.trend.verdict}" + (f" ({why})." if why else "."), ""]
     elif a.trend is not None:
         why = a.trend.explain()
-        on = f" {eval_set_label(a.eval_set)}" if a.eval_set else ""
-        lines += [
-            f"Trend: **{a.trend.verdict}**"
-            + (f" ({why}{';' + on + ' followed' if on else ''})." if why else "."),
-            "",
-        ]
+        several = len(run.eval_sets()) > 1 and a.eval_set is not None
+        on = f"; eval rule on the {eval_set_label(a.eval_set)} loss" if several else ""
+        lines += [f"Trend: **{a.trend.verdict}**" + (f" ({why}{on})." if why else "."), ""]
         if health.detail:
             lines += [f"Note: {health.detail}.", ""]
     record = run.record

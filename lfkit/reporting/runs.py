@@ -404,6 +404,21 @@ def _history(state: dict[str, Any], source: str, run: Run) -> list[LogPoint]:
     return _points(history, source, run, line_of=None)
 
 
+def _json_object(line: str, file: str, number: int, run: Run) -> dict[str, Any] | None:
+    """One JSONL line as an object, or ``None`` and a :class:`Problem` naming the file and line."""
+    try:
+        entry = json.loads(line)
+    except json.JSONDecodeError as err:
+        run.problems.append(
+            Problem(file, f"invalid JSON ({err.msg}); line truncated or corrupt", line=number)
+        )
+        return None
+    if not isinstance(entry, dict):
+        run.problems.append(Problem(file, "not a JSON object", line=number))
+        return None
+    return entry
+
+
 def _read_trainer_log(path: Path, run: Run) -> tuple[list[LogPoint], Progress | None]:
     """Parse ``trainer_log.jsonl`` line by line; a bad line is a problem, the rest is kept."""
     if not path.exists():
@@ -419,15 +434,8 @@ def _read_trainer_log(path: Path, run: Run) -> tuple[list[LogPoint], Progress | 
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as err:
-            run.problems.append(
-                Problem(TRAINER_LOG_FILE, f"invalid JSON ({err.msg}); line truncated or corrupt", line=number)
-            )
-            continue
-        if not isinstance(entry, dict):
-            run.problems.append(Problem(TRAINER_LOG_FILE, "not a JSON object", line=number))
+        entry = _json_object(line, TRAINER_LOG_FILE, number, run)
+        if entry is None:
             continue
         current, total = entry.get("current_steps"), entry.get("total_steps")
         # Training lines carry an epoch; the progress lines of a predict-only run count batches.
@@ -512,17 +520,9 @@ def _read_predictions(path: Path, run: Run) -> Predictions | None:
                     continue
                 count += 1
                 if len(examples) < PREDICTION_EXAMPLES:
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as err:
-                        run.problems.append(
-                            Problem(PREDICTIONS_FILE, f"invalid JSON ({err.msg})", line=number)
-                        )
-                        continue
-                    if isinstance(record, dict):
+                    record = _json_object(line, PREDICTIONS_FILE, number, run)
+                    if record is not None:
                         examples.append(record)
-                    else:
-                        run.problems.append(Problem(PREDICTIONS_FILE, "not a JSON object", line=number))
     except (OSError, UnicodeDecodeError) as err:
         run.problems.append(Problem(PREDICTIONS_FILE, f"unreadable: {err}"))
         return None

@@ -57,7 +57,7 @@ STATE_KEYS = {
 }
 """``trainer_state.json`` field -> the setting it records (its max_steps is the resolved step count)."""
 EFFECTIVE_BATCH = "effective batch (samples per optimizer step)"
-LEADING_KEYS = (
+MAIN_KEYS = (
     "stage",
     "finetuning_type",
     "model_name_or_path",
@@ -67,7 +67,10 @@ LEADING_KEYS = (
     "kl_beta",
     "dataset",
     "eval_dataset",
+    "val_size",
     "learning_rate",
+    "lr_scheduler_type",
+    "warmup_ratio",
     "per_device_train_batch_size",
     "gradient_accumulation_steps",
     "GPUs",
@@ -88,39 +91,10 @@ LEADING_KEYS = (
     "bf16",
     "fp16",
     "deepspeed",
-    "hardware",
-)
-"""Settings shown first (in this order); the rest follow alphabetically."""
-SUMMARY_KEYS = (
-    "stage",
-    "finetuning_type",
-    "model_name_or_path",
-    "adapter_name_or_path",
-    "pref_loss",
-    "pref_beta",
-    "kl_beta",
-    "dataset",
-    "eval_dataset",
-    "val_size",
-    "learning_rate",
-    "lr_scheduler_type",
-    "warmup_ratio",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "processes (world_size)",
-    EFFECTIVE_BATCH,
-    "num_train_epochs",
-    "max_steps",
-    "total optimizer steps",
-    "cutoff_len",
-    "lora_rank",
-    "lora_alpha",
-    "lora_target",
-    "use_dora",
-    "quantization",
     "seed",
 )
-"""The settings a one-run summary lists (it has nothing to compare with)."""
+"""The settings that matter most, in this order: first in a comparison's settings table (the rest
+follow alphabetically), and all of a one-run summary's settings table."""
 
 
 @dataclass(frozen=True)
@@ -200,7 +174,7 @@ def summary_settings(run: Run) -> list[Setting]:
             return method in ("lora", None)
         return not (key == "kl_beta" and not settings[key].value)
 
-    return [Setting(k, [settings[k]]) for k in SUMMARY_KEYS if k in settings and applies(k)]
+    return [Setting(k, [settings[k]]) for k in MAIN_KEYS if k in settings and applies(k)]
 
 
 def display(key: str, value: Any) -> str:
@@ -224,5 +198,5 @@ def _normal(value: Any, *, ordered: bool = True) -> Any:
 
 
 def _ordered(keys: set[str]) -> list[str]:
-    leading = [k for k in LEADING_KEYS if k in keys]
+    leading = [k for k in MAIN_KEYS if k in keys]
     return leading + sorted(keys - set(leading))

@@ -107,13 +107,9 @@ def test_plugin_writes_a_record_and_a_summary_for_every_stage(stage_runs, tmp_pa
             == json.loads((stage_runs[name] / "trainer_state.json").read_text())["global_step"]
         )
     assert read_run_record(stage_runs["orpo"]).argument("pref_loss") == "orpo"
-    # The predict-only run gets its record when prediction ends: model, adapter, machine.
-    predict = read_run_record(stage_runs["predict"])
-    assert predict.argument("do_train") is False
-    assert predict.argument("adapter_name_or_path") == [str(stage_runs["lora"])]  # LlamaFactory's list
     assert not (stage_runs["full"] / "lfkit_run.json").exists()  # lfkit_run_record: false
 
-    for name in ("lora", "full", "dpo", "rm", "nan", "predict"):
+    for name in ("lora", "full", "dpo", "rm", "nan"):
         summary = (stage_runs[name] / "lfkit_summary.md").read_text()
         # the same renderer as `lfkit results report` on that directory
         fresh = build_report(
@@ -295,7 +291,20 @@ def test_ppo_logs_are_read_as_ppo(tmp_path):
 
 
 def test_predictions_section_reads_predict_results_and_examples(stage_runs, tmp_path):  # noqa: F811
+    from lfkit.plugin.run_record_schema import read_run_record
+
+    from lfkit.reporting.report import build_report
+
     run = stage_runs["predict"]
+    # The predict-only run gets its record when prediction ends: model, adapter, machine.
+    record = read_run_record(run)
+    assert record.argument("do_train") is False
+    assert record.argument("adapter_name_or_path") == [str(stage_runs["lora"])]  # LlamaFactory's list
+    # and its summary, with the same renderer as the report
+    fresh = build_report(
+        [run], tmp_path / "s" / "README.md", tmp_path / "s" / "p", title="Run summary: predict"
+    )
+    assert _body((run / "lfkit_summary.md").read_text()) == _body(fresh.markdown)
     md = report([run, stage_runs["lora"]], tmp_path)
     results = json.loads((run / "predict_results.json").read_text())
     lines = (run / "generated_predictions.jsonl").read_text().splitlines()
