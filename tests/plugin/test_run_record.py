@@ -72,7 +72,7 @@ def test_lora_run_writes_a_record_that_matches_its_files(tiny_model, run_train, 
     assert (args["learning_rate"], args["lora_rank"], args["dataset"], args["max_steps"]) == (
         1e-3,
         4,
-        "rec",
+        ["rec"],  # LlamaFactory splits the comma-separated dataset names into a list
         4,
     )
     assert args["lora_alpha"] == 8  # LlamaFactory's default: twice the rank

@@ -216,3 +216,19 @@ def test_overlapping_runs_get_distinct_styles(tmp_path):
     assert [list(line.get_ydata()) for line in lines][0] == list(lines[1].get_ydata())  # identical curves
     styles = {(line.get_linestyle(), line.get_marker()) for line in lines}
     assert len(styles) == 2
+
+
+def test_log_y_puts_loss_axes_on_a_log_scale(tmp_path):
+    from lfkit.reporting.health import assess
+    from lfkit.reporting.plots import PlotOptions, comparison_figure, run_figure
+    from lfkit.reporting.runs import load_run
+    from lfkit.reporting.stages import stage_of
+
+    runs = [load_run(write_run(tmp_path / n), n) for n in ("a", "b")]
+    options = PlotOptions(log_y=True)
+    assert run_figure(runs[0], options=options).axes[0].get_yscale() == "log"
+    assert run_figure(runs[0]).axes[0].get_yscale() == "linear"
+    members = [(r, assess(r)) for r in runs]
+    assert comparison_figure(members, stage_of(runs[0]), "epoch", options).axes[0].get_yscale() == "log"
+    result = invoke("plot", tmp_path / "a", "--log-y", "--out", tmp_path / "p")
+    assert result.exit_code == 0 and (tmp_path / "p" / "a_loss.png").is_file(), result.output
