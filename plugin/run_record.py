@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import os
 import platform
 import resource
@@ -34,7 +35,14 @@ from transformers import TrainerCallback
 
 from lfkit.atomic import write_text
 
-__all__ = ["RECORD_VERSION", "RunRecordCallback", "parsed_arguments", "write_record"]
+__all__ = [
+    "RECIPE_ENV",
+    "RECORD_VERSION",
+    "RunRecordCallback",
+    "launch_recipe",
+    "parsed_arguments",
+    "write_record",
+]
 
 VERSIONED_PACKAGES = (
     "lfkit",
@@ -70,6 +78,20 @@ def recipe_from_argv(argv: list[str]) -> dict[str, Any]:
             overrides = [a for a in argv[index + 1 :] if "=" in a]
             return {"path": str(Path(arg).resolve()), "overrides": overrides}
     return {"path": None, "overrides": []}
+
+
+RECIPE_ENV = "LFKIT_RUN_RECIPE"
+"""The launch's recipe as JSON (:func:`recipe_from_argv`), for processes that do not get its argv.
+
+A Ray worker's ``sys.argv`` is Ray's own worker command; :mod:`lfkit.plugin.ray_launch` sets this
+variable in the ``llamafactory-cli`` process, and LlamaFactory hands that environment to its workers.
+"""
+
+
+def launch_recipe() -> dict[str, Any]:
+    """The recipe this run was launched with: from :data:`RECIPE_ENV` if set, else from ``sys.argv``."""
+    exported = os.environ.get(RECIPE_ENV)
+    return json.loads(exported) if exported else recipe_from_argv(sys.argv)
 
 
 def peak_rss_bytes() -> int:
@@ -267,7 +289,7 @@ class RunRecordCallback(TrainerCallback):
         """The record's content (see the module docstring for why each field is there)."""
         on_gpu = any(d["device"] != "cpu" for d in devices)
         total, trainable = count_parameters(model)
-        recipe = recipe_from_argv(sys.argv)
+        recipe = launch_recipe()
         process_started_at, created = process_start()
         now = datetime.now(timezone.utc)
         kl_beta = self.kl_beta

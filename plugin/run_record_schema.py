@@ -112,6 +112,7 @@ class RunRecord:
             "hardware": {
                 "accelerator": self.accelerator,
                 "gpu_count": self.gpu_count,
+                "devices": [{k: d[k] for k in ("rank", "device", "name", "node")} for d in devices],
                 "summary": self.hardware_summary,
             },
             "world_size": self.world_size,

@@ -147,14 +147,22 @@ def run_settings(run: Run) -> dict[str, Fact]:
 
 
 def differing_settings(runs: list[Run]) -> list[Setting]:
-    """The settings whose known values differ between ``runs`` (empty for fewer than two runs)."""
+    """The settings whose values differ between ``runs`` (empty for fewer than two runs).
+
+    A key of another method or stage (``lora_rank`` of a full run, ``pref_beta`` of an SFT run)
+    holds its unused default: it is shown as not applying, and never counts as a difference.
+    """
     if len(runs) < 2:
         return []
     per_run = [run_settings(r) for r in runs]
     keys = _ordered({k for settings in per_run for k in settings})
     out = []
     for key in keys:
-        values = [s.get(key) or unknown("not in this run's files") for s in per_run]
+        values = []
+        for settings in per_run:
+            fact = settings.get(key) or unknown("not in this run's files")
+            why_not = not_applying(key, settings)
+            values.append(unknown(why_not) if why_not else fact)
         known = {repr(v.value) for v in values if v.known}
         if len(known) > 1:
             out.append(Setting(key, values))
@@ -162,19 +170,45 @@ def differing_settings(runs: list[Run]) -> list[Setting]:
 
 
 def summary_settings(run: Run) -> list[Setting]:
-    """The main settings of one run, for a one-run summary."""
+    """The main settings of one run that apply to its stage and method, for a one-run summary."""
     settings = run_settings(run)
-    stage = settings.get("stage", Fact()).value
-    method = settings.get("finetuning_type", Fact()).value
+    return [
+        Setting(k, [settings[k]])
+        for k in MAIN_KEYS
+        if k in settings and not not_applying(k, settings) and not (k == "kl_beta" and not settings[k].value)
+    ]
 
-    def applies(key: str) -> bool:  # keys of another stage or method hold their unused defaults
-        if key.startswith("pref_"):
-            return stage in ("dpo", "kto", None)
-        if key.startswith(("lora_", "use_dora")):
-            return method in ("lora", None)
-        return not (key == "kl_beta" and not settings[key].value)
 
-    return [Setting(k, [settings[k]]) for k in MAIN_KEYS if k in settings and applies(k)]
+METHOD_KEYS = {
+    "lora": (
+        "lora_",
+        "use_dora",
+        "use_rslora",
+        "loraplus_",
+        "pissa_",
+        "target_modules",
+        "create_new_adapter",
+    ),
+    "freeze": ("freeze_",),
+    "oft": ("oft_",),
+}
+"""Key prefixes that configure one finetuning_type only."""
+STAGE_KEYS = {
+    "dpo": ("pref_", "dpo_", "simpo_", "ld_alpha"),
+    "kto": ("pref_", "kto_"),
+    "ppo": ("ppo_", "reward_model"),
+}
+"""Key prefixes that configure one stage only."""
+
+
+def not_applying(key: str, settings: dict[str, Fact]) -> str | None:
+    """Why ``key`` does not apply to the run with ``settings`` (its method or stage), or ``None``."""
+    for kind, table in (("finetuning_type", METHOD_KEYS), ("stage", STAGE_KEYS)):
+        own = settings.get(kind)
+        owners = [name for name, prefixes in table.items() if key.startswith(prefixes)]
+        if owners and own is not None and own.known and own.value not in owners:
+            return f"does not apply: {kind} {own.value}"
+    return None
 
 
 def display(key: str, value: Any) -> str:
