@@ -33,7 +33,9 @@ X_HELP = (
     "x axis of the comparison plots: optimizer step, epoch, or input tokens seen (needs "
     "include_num_input_tokens_seen: true). Repeat for several."
 )
-NAME_HELP = "Base name of the comparison PNGs (default: compare_<stage>_<runs>_by_<x>.png)."
+NAME_HELP = (
+    "Base name of the comparison PNGs (default: compare_STAGE_RUNS_by_X.png, after the runs compared)."
+)
 LOG_Y_HELP = "Log-scale loss axes (symmetric log where a loss reaches 0 or below, as PPO's can)."
 DPI_HELP = "Resolution of the PNGs (100 = 800 pixels wide)."
 

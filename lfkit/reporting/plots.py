@@ -29,7 +29,7 @@ from pathlib import Path
 from lfkit.reporting.epochs import epoch_ends
 from lfkit.reporting.health import DIVERGED, HEALTHY, UNSTABLE, Assessment, assess, bad_loss
 from lfkit.reporting.runs import LogPoint, Run, eval_key, eval_set_label
-from lfkit.reporting.stages import MetricPanel, Stage, comparison_keys, stage_of
+from lfkit.reporting.stages import MetricPanel, Stage, comparison_keys, loss_label, stage_of
 
 SMOOTHING = 0.6
 """EMA weight of the previous smoothed value (TensorBoard's default): higher = smoother."""
@@ -221,14 +221,14 @@ def _draw_loss(ax, run: Run, stage: Stage, assessment: Assessment, options: Plot
         )
     status = "" if health.state == HEALTHY else f" ({health.label})"
     ax.set_title(f"{stage.name} loss: {run.label}{status}")
-    _loss_axes(ax, stage, "step", ys, options, legend_size=8)
+    _loss_axes(ax, loss_label(stage, run.component_loss_keys()), "step", ys, options, legend_size=8)
 
 
 X_LABELS = {"step": "optimizer step", "epoch": "epoch", "tokens": "input tokens seen"}
 
 
 def _loss_axes(
-    ax, stage: Stage, x: str, losses: list[float], options: PlotOptions, *, legend_size: int
+    ax, label: str, x: str, losses: list[float], options: PlotOptions, *, legend_size: int
 ) -> None:
     """Labels, scale, grid and legend of a loss panel."""
     from matplotlib.ticker import MaxNLocator
@@ -236,7 +236,7 @@ def _loss_axes(
     ax.set_xlabel(X_LABELS[x])
     if x == "step":
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel(_wrap(stage.loss_label))
+    ax.set_ylabel(_wrap(label))
     if options.log_y:
         _log_scale(ax, losses)
     ax.grid(alpha=0.3)
@@ -461,6 +461,8 @@ def comparison_figure(members: list[tuple[Run, Assessment]], stage: Stage, x: st
         xs, ys = _finite((xv, p.values["loss"]) for xv, p in pts if not bad_loss(p))
         all_losses += ys
         every = max(1, len(xs) // MARKS_PER_LINE)
+        # Each run's markers start at another point, so runs on one curve show all their markers.
+        every = (i * max(1, every // len(members)) % every, every)
         label = run.label + ("" if assessment.health.state == HEALTHY else f" ({assessment.health.label})")
         if xs:
             ax.plot(xs, ys, color=color, alpha=0.2, linewidth=1)
@@ -506,7 +508,7 @@ def comparison_figure(members: list[tuple[Run, Assessment]], stage: Stage, x: st
         f"{stage.name}: training loss of {len(members)} runs by {x} (faint: raw, bold: EMA {SMOOTHING})",
         fontsize=10,
     )
-    _loss_axes(ax, stage, x, all_losses, options, legend_size=7)
+    _loss_axes(ax, stage.loss_label, x, all_losses, options, legend_size=7)
     if panel:
         pax = axs[1][0]
         pax.set_title(f"{panel.title}: {panel.keys[0]} (EMA)", fontsize=9)

@@ -39,6 +39,7 @@ from lfkit.reporting.runs import (
     find_runs,
 )
 from lfkit.reporting.settings import differing_settings, display, summary_settings
+from lfkit.reporting.stages import loss_label
 
 PREDICT_METRICS = ("bleu-4", "rouge-1", "rouge-2", "rouge-l")
 """``predict_<name>`` metrics of LlamaFactory's ComputeSimilarity, shown in this order (percent)."""
@@ -423,7 +424,8 @@ def run_section(f: RunFacts, a: Assessment, plot: Path | None, out_dir: Path) ->
     lines = [f"### `{run.label}`", ""]
     if f.stage is not None:
         source = f" (from {f.stage.source})" if f.stage.source else ""
-        lines += [f"Stage: **{f.stage.name}**{source}; loss: {f.stage.loss_label}.", ""]
+        label = loss_label(f.stage, run.component_loss_keys())
+        lines += [f"Stage: **{f.stage.name}**{source}; loss: {label}.", ""]
     health = a.health
     if health.state != HEALTHY:
         lines += [f"Verdict: **{health.label}**: {health.detail}.", ""]

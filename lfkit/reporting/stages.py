@@ -160,3 +160,18 @@ def comparison_keys(stages: list[Stage]) -> list[str]:
     present = {s.key for s in stages}
     lm = [k for k in ("sft", "pt") if k in present]
     return [lm[0] if s.key == LM.key and len(lm) == 1 else s.key for s in stages]
+
+
+def loss_label(stage: Stage, terms: list[str]) -> str:
+    """What the logged ``loss`` is, given the extra loss terms the run logged beside it.
+
+    lfkit's ``kl_beta`` logs ``ce_loss`` and ``kl_loss`` and its loss is ``ce_loss + kl_beta * kl_loss``;
+    other terms a stage's panels show (ORPO's) are already part of its loss label.
+    """
+    own = {k for panel in stage.panels for k in panel.keys}
+    extra = [t for t in terms if t not in own]
+    if extra == ["ce_loss", "kl_loss"]:
+        return "ce_loss + kl_beta * kl_loss (nats/token)"
+    if extra:
+        return f"total loss (with {', '.join(extra)})"
+    return stage.loss_label
