@@ -98,6 +98,17 @@ class LfkitFinetuningArguments(FinetuningArguments):
             "help": "Write lfkit_run.json (hardware, peak memory, versions, wall time, recipe) at the end."
         },
     )
+    lfkit_summary: bool = field(
+        default=True,
+        metadata={
+            "help": (
+                "When the run ends, write lfkit's plots (loss with eval, the stage's own metrics, learning "
+                "rate, grad norm) into output_dir/lfkit_plots/ and a one-run summary, lfkit_summary.md (the "
+                "report of `lfkit results report`), for every stage; on the process that writes output_dir. "
+                "A summary that fails is a warning, never a failed run. false: LlamaFactory's files only."
+            )
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()

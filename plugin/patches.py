@@ -59,6 +59,14 @@ def _patch_ray_launcher(module: ModuleType) -> None:
     patch_tuner(module)
 
 
+def _patch_stage_workflows(module: ModuleType) -> None:
+    """Attach lfkit's run record and run summary to every stage's workflow (run_pt ... run_kto)."""
+    from lfkit.plugin.workflows import STAGE_WORKFLOWS, with_lfkit_run
+
+    for name in STAGE_WORKFLOWS:
+        setattr(module, name, with_lfkit_run(getattr(module, name)))
+
+
 def _timeseries_patches() -> dict[str, list[Callable[[ModuleType], None]]]:
     from lfkit.plugin.timeseries import PATCHES as TIMESERIES_PATCHES
 
@@ -69,7 +77,7 @@ PATCHES: dict[str, list[Callable[[ModuleType], None]]] = {
     "llamafactory.hparams.parser": [_patch_hparams_parser],
     "llamafactory.train.sft.workflow": [_patch_sft_workflow, _patch_sft_model_args],
     "llamafactory.train.callbacks": [_patch_log_callback],
-    "llamafactory.train.tuner": [_patch_ray_launcher],
+    "llamafactory.train.tuner": [_patch_ray_launcher, _patch_stage_workflows],
 }
 
 # The time-series (ChatTS) modality: dataset column, chatts template/plugin, tokenising,

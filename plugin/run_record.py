@@ -1,9 +1,12 @@
 """``lfkit_run.json``: what LlamaFactory does not record about a run, written at train end.
 
 LlamaFactory's output directory says nothing about the machine: not the GPU, not how
-much memory the run needed, not the library versions nor the recipe file. The results
-report (:mod:`lfkit.reporting`) needs exactly these for its hardware and memory columns,
-so :class:`RunRecordCallback` writes them into ``output_dir`` when training ends.
+much memory the run needed, not the library versions, the recipe file nor the arguments
+as parsed. The results report (:mod:`lfkit.reporting`) and the planner's calibration need
+exactly these, so :class:`RunRecordCallback` writes them into ``output_dir`` when training
+ends (or, for a predict-only run, when prediction ends). The record's schema is
+:class:`lfkit.plugin.run_record_schema.RunRecord`; this module only fills it in.
+:mod:`lfkit.plugin.workflows` attaches the callback to every training stage.
 
 Peak memory is per device: in a multi-GPU run each rank only sees its own device, so
 every rank reports its peaks and the main process gathers them (``on_train_end`` runs on
@@ -13,6 +16,8 @@ recorded instead, labelled as such.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import json
 import os
 import platform
@@ -25,13 +30,19 @@ from pathlib import Path
 from typing import Any
 
 from lfkit.plugin.params import param_numel
+from lfkit.plugin.run_record_schema import RECORD_VERSION, RUN_RECORD_FILE, DeviceStats, RunRecord
 from transformers import TrainerCallback
 
 from lfkit.atomic import write_text
-from lfkit.reporting.runs import RUN_RECORD_FILE
 
-RECORD_VERSION = 1
-"""Bumped when a field changes meaning; readers check it."""
+__all__ = [
+    "RECIPE_ENV",
+    "RECORD_VERSION",
+    "RunRecordCallback",
+    "launch_recipe",
+    "parsed_arguments",
+    "write_record",
+]
 
 VERSIONED_PACKAGES = (
     "lfkit",
@@ -187,13 +198,72 @@ def hardware_summary(devices: list[dict[str, Any]]) -> str:
     return " + ".join(f"{n}x {name}" for name, n in counts.items())
 
 
-class RunRecordCallback(TrainerCallback):
-    """Writes ``lfkit_run.json`` into ``output_dir`` at the end of training (main process only)."""
+LEFT_OUT_ARGUMENTS = frozenset({"output_dir", "logging_dir", "run_name", "hub_model_id", "hub_strategy"})
+"""Arguments the record leaves out: where this run wrote, which every run has different."""
+SECRET_MARKERS = ("_token", "api_key", "password", "secret")
+"""Arguments whose name contains one of these (hf_hub_token, swanlab_api_key, ...) are never written."""
 
-    def __init__(self, finetuning_args: Any) -> None:
+
+def parsed_arguments(*arg_sets: Any) -> dict[str, Any]:
+    """Every recipe key of the given argument dataclasses, as parsed, in JSON-safe form.
+
+    LlamaFactory resolves some keys while parsing (``lora_alpha`` defaults to twice the rank,
+    the eval strategy follows ``val_size``), so these are the values the run used, defaults
+    included: two records compare key by key without knowing LlamaFactory's defaults.
+    Locations (:data:`LEFT_OUT_ARGUMENTS`) and secrets (:data:`SECRET_MARKERS`) are left out.
+    """
+    out: dict[str, Any] = {}
+    for args in arg_sets:
+        if args is None or not dataclasses.is_dataclass(args):
+            continue
+        for f in dataclasses.fields(args):
+            name = f.name
+            if not f.init or name.startswith("_") or name in LEFT_OUT_ARGUMENTS:
+                continue
+            if any(marker in name for marker in SECRET_MARKERS):
+                continue
+            out.setdefault(name, _jsonable(getattr(args, name, None)))
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, enum.Enum):
+        return _jsonable(value.value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name, None)) for f in dataclasses.fields(value)}
+    return str(value)
+
+
+def process_start() -> tuple[str | None, float | None]:
+    """This process's start as an ISO time and as seconds since the epoch (``None`` if psutil cannot tell)."""
+    try:
+        import psutil
+
+        created = psutil.Process().create_time()
+    except Exception:  # psutil missing or the platform cannot say: the record leaves it out
+        return None, None
+    when = datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="seconds")
+    return when, created
+
+
+class RunRecordCallback(TrainerCallback):
+    """Writes ``lfkit_run.json`` into ``output_dir`` at the end of training (main process only).
+
+    A predict-only run (``do_train: false``) gets its record when prediction ends instead.
+    ``arguments`` are the run's parsed recipe keys (:func:`parsed_arguments`).
+    """
+
+    def __init__(self, finetuning_args: Any, arguments: dict[str, Any] | None = None) -> None:
         self.stage = getattr(finetuning_args, "stage", None)
         self.finetuning_type = getattr(finetuning_args, "finetuning_type", None)
         self.kl_beta = getattr(finetuning_args, "kl_beta", None)
+        self.arguments = dict(arguments or {})
         self._started: float | None = None
         self._started_at: str | None = None
 
@@ -202,60 +272,72 @@ class RunRecordCallback(TrainerCallback):
         self._started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
+        self._write(args, state, model)
+
+    def on_predict(self, args, state, control, model=None, **kwargs):
+        if not args.do_train:  # a training run's record was written at train end
+            self._write(args, state, model)
+
+    def _write(self, args, state, model) -> None:
         ended = time.monotonic()
         devices = _gather(_local_device_stats())  # collective: every rank takes part
         if not state.is_world_process_zero:
             return
-        record = self.build(args, state, model, devices, ended)
-        write_record(Path(args.output_dir), record)
+        write_record(Path(args.output_dir), self.build(args, state, model, devices, ended))
 
-    def build(self, args, state, model, devices: list[dict[str, Any]], ended: float) -> dict[str, Any]:
+    def build(self, args, state, model, devices: list[dict[str, Any]], ended: float) -> RunRecord:
         """The record's content (see the module docstring for why each field is there)."""
         on_gpu = any(d["device"] != "cpu" for d in devices)
         total, trainable = count_parameters(model)
-        memory: dict[str, Any] = {"kind": "cuda" if on_gpu else "cpu_rss"}
-        if on_gpu:
-            memory["per_device"] = [
-                {k: d[k] for k in ("device", "name", "peak_allocated_bytes", "peak_reserved_bytes")}
-                | {"rank": r}
-                for r, d in enumerate(devices)
-            ]
-        memory["peak_rss_bytes"] = max(d["peak_rss_bytes"] for d in devices)
-        return {
-            "lfkit_run_record": RECORD_VERSION,
-            "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "train_started_at": self._started_at,
-            "train_wall_seconds": round(ended - self._started, 3) if self._started is not None else None,
-            "hardware": {
-                "accelerator": "cuda" if on_gpu else "cpu",
-                "gpu_count": len(gpus_used(devices)),
-                "devices": [
-                    {"rank": r, "device": d["device"], "name": d["name"]} for r, d in enumerate(devices)
-                ],
-                "summary": hardware_summary(devices),
-            },
-            "world_size": args.world_size,
+        recipe = launch_recipe()
+        process_started_at, created = process_start()
+        now = datetime.now(timezone.utc)
+        kl_beta = self.kl_beta
+        return RunRecord(
+            written_at=now.isoformat(timespec="seconds"),
+            hardware_summary=hardware_summary(devices),
+            accelerator="cuda" if on_gpu else "cpu",
+            gpu_count=len(gpus_used(devices)),
+            devices=tuple(
+                DeviceStats(
+                    rank=rank,
+                    device=d["device"],
+                    name=d["name"],
+                    node=d.get("node"),
+                    peak_allocated_bytes=d.get("peak_allocated_bytes"),
+                    peak_reserved_bytes=d.get("peak_reserved_bytes"),
+                    peak_rss_bytes=d.get("peak_rss_bytes"),
+                )
+                for rank, d in enumerate(devices)
+            ),
+            memory_kind="cuda" if on_gpu else "cpu_rss",
+            peak_rss_bytes=max(d["peak_rss_bytes"] for d in devices),
+            world_size=args.world_size,
+            train_started_at=self._started_at,
+            train_wall_seconds=round(ended - self._started, 3) if self._started is not None else None,
+            process_started_at=process_started_at,
+            process_wall_seconds=round(now.timestamp() - created, 3) if created is not None else None,
             # Timings on a shared machine mean little without knowing how busy it was.
-            "load_average_1m_at_end": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-            "cpu_count": os.cpu_count(),
-            "memory": memory,
-            "versions": package_versions(),
-            "recipe": launch_recipe(),
-            "model": {
-                "name_or_path": getattr(model, "name_or_path", None)
-                or getattr(getattr(model, "config", None), "_name_or_path", None),
-                "parameters_total": total,
-                "parameters_trainable": trainable,
-            },
-            "stage": self.stage,
-            "finetuning_type": self.finetuning_type,
-            "quantization": quantization_of(model),
-            "kl_beta": self.kl_beta,
-            "global_step": state.global_step,
-            "epoch": state.epoch,
-        }
+            load_average_1m_at_end=round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+            cpu_count=os.cpu_count(),
+            versions=package_versions(),
+            recipe_path=recipe["path"],
+            recipe_overrides=tuple(recipe["overrides"]),
+            model_name_or_path=getattr(model, "name_or_path", None)
+            or getattr(getattr(model, "config", None), "_name_or_path", None),
+            parameters_total=total,
+            parameters_trainable=trainable,
+            stage=self.stage,
+            finetuning_type=self.finetuning_type,
+            quantization=quantization_of(model),
+            kl_beta=float(kl_beta) if isinstance(kl_beta, (int, float)) else None,
+            global_step=state.global_step,
+            epoch=state.epoch,
+            num_input_tokens_seen=getattr(state, "num_input_tokens_seen", None),
+            arguments=self.arguments,
+        )
 
 
-def write_record(output_dir: Path, record: dict[str, Any]) -> Path:
+def write_record(output_dir: Path, record: RunRecord) -> Path:
     """Write the record atomically (temp file + rename) and return its path."""
-    return write_text(output_dir / RUN_RECORD_FILE, json.dumps(record, indent=2) + "\n")
+    return write_text(Path(output_dir) / RUN_RECORD_FILE, record.to_json())

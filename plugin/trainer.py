@@ -11,7 +11,7 @@ from llamafactory.train.sft.trainer import CustomSeq2SeqTrainer
 
 
 class LfkitSeq2SeqTrainer(CustomSeq2SeqTrainer):
-    """CustomSeq2SeqTrainer with lfkit's run records, encoder lr groups and KL loss."""
+    """CustomSeq2SeqTrainer with lfkit's encoder lr groups and KL loss."""
 
     def __init__(
         self, finetuning_args, processor, model_args=None, gen_kwargs=None, ref_model=None, **kwargs
@@ -33,10 +33,6 @@ class LfkitSeq2SeqTrainer(CustomSeq2SeqTrainer):
         from lfkit.plugin.optim import check_trainer_supports_timeseries_lr
 
         check_trainer_supports_timeseries_lr(self)
-        if getattr(finetuning_args, "lfkit_run_record", False):
-            from lfkit.plugin.run_record import RunRecordCallback
-
-            self.add_callback(RunRecordCallback(finetuning_args))
         self.kl_regulariser = None
         if kl_beta > 0:
             from lfkit.plugin.kl_loss import KLRegulariser

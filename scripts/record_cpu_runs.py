@@ -1,9 +1,10 @@
 """Train the tiny models for a few recipes on this machine and regenerate results/ from the runs.
 
 results/ holds the project's own measured runs, never typed by hand. This script makes
-them: it converts the bundled role-play sample, builds two tiny random-weight Qwen2 models
-(different sizes, for the model-size comparison), trains each recipe below with plain
-``llamafactory-cli train`` (the lfkit plugin writes ``lfkit_run.json``), copies every run's
+them: it converts the bundled role-play sample, derives a preference (DPO) set from it,
+builds two tiny random-weight Qwen2 models (different sizes, for the model-size
+comparison), trains each recipe below with plain ``llamafactory-cli train`` (the lfkit
+plugin writes ``lfkit_run.json``), copies every run's
 small text outputs (logs, results, run record; no weights) into ``results/runs/<label>/``
 and writes ``results/README.md`` and ``results/plots/`` with ``lfkit results report`` over
 all of ``results/runs/``, so runs recorded earlier on other hardware (a GPU machine, with
@@ -68,6 +69,7 @@ COMMON = {
     "report_to": "none",
     "seed": 0,
     "dataloader_num_workers": 0,
+    "include_num_input_tokens_seen": True,
 }
 
 RUNS = {
@@ -91,7 +93,24 @@ RUNS = {
         "tiny-h128-l4",
         {"finetuning_type": "lora", "lora_target": "all", "lora_rank": 8, "learning_rate": 1.0e-3},
     ),
+    # A second stage, so the report shows stage-aware labels and metrics (DPO's reward accuracy).
+    "tiny-dpo": (
+        "tiny-h64-l2",
+        {
+            "stage": "dpo",
+            "dataset": "roleplay_pref",
+            "eval_dataset": "roleplay_pref_val",
+            "finetuning_type": "lora",
+            "lora_target": "all",
+            "lora_rank": 8,
+            "learning_rate": 1.0e-3,
+            "pref_beta": 0.1,
+            "pref_loss": "sigmoid",
+        },
+    ),
 }
+PREFERENCE_SETS = {"roleplay_pref": "roleplay.jsonl", "roleplay_pref_val": "roleplay_val.jsonl"}
+"""The DPO sets derived from the converted role-play sets (see :func:`write_preference_sets`)."""
 
 
 def _bin(name: str) -> str:
@@ -124,6 +143,7 @@ def prepare(work: Path) -> tuple[Path, dict[str, Path]]:
             ],
             check=True,
         )
+    write_preference_sets(data)
     # The tokenizer learns from the converted dataset (the raw sample holds deliberately bad lines).
     corpus = (data / "roleplay.jsonl").read_text(encoding="utf-8").splitlines()
     models = {}
@@ -135,14 +155,57 @@ def prepare(work: Path) -> tuple[Path, dict[str, Path]]:
     return data, models
 
 
+def write_preference_sets(data: Path) -> None:
+    """DPO pairs from the converted role-play sets, in LlamaFactory's sharegpt ranking layout.
+
+    Each conversation gives one pair: its turns up to the last user turn are the prompt, its
+    real last reply is ``chosen``, and the last reply of the next conversation of another role
+    (another character's voice) is ``rejected``. The sets are registered in ``dataset_info.json``
+    beside the role-play sets, with the same tags.
+    """
+    from lfkit.atomic import write_text
+
+    info_path = data / "dataset_info.json"
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    for name, source in PREFERENCE_SETS.items():
+        rows = [json.loads(line) for line in (data / source).read_text(encoding="utf-8").splitlines()]
+        pairs = []
+        for index, row in enumerate(rows):
+            other = next(
+                (o for o in rows[index + 1 :] + rows[:index] if o["role_id"] != row["role_id"]), None
+            )
+            if other is None or row["messages"][-1]["role"] != "assistant":
+                continue
+            pairs.append(
+                {
+                    "messages": row["messages"][:-1],
+                    "chosen": row["messages"][-1],
+                    "rejected": other["messages"][-1],
+                    "system": row["system"],
+                }
+            )
+        write_text(data / f"{name}.jsonl", "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
+        base = info[source.removesuffix(".jsonl")]
+        info[name] = {
+            "file_name": f"{name}.jsonl",
+            "ranking": True,
+            "formatting": "sharegpt",
+            "columns": {**base["columns"], "chosen": "chosen", "rejected": "rejected"},
+            "tags": base["tags"],
+        }
+    write_text(info_path, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
+
+
 def gpu_runs_sentence(runs: Path) -> str:
     """Which recorded runs ran on a GPU, and from which recipe, read from their lfkit_run.json."""
+    from lfkit.plugin.run_record_schema import RUN_RECORD_FILE, read_run_record
+
     found = []
-    for record in sorted(runs.glob("*/*/lfkit_run.json")):
-        data = json.loads(record.read_text())
-        if data.get("hardware", {}).get("gpu_count", 0) > 0:
-            recipe = (data.get("recipe") or {}).get("path") or "no recipe file"
-            found.append(f"`{record.parent.relative_to(runs)}` ({data['hardware'].get('summary')}, {recipe})")
+    for path in sorted(runs.glob(f"*/*/{RUN_RECORD_FILE}")):
+        record = read_run_record(path)
+        if record.gpu_count > 0:
+            recipe = record.recipe_path or "no recipe file"
+            found.append(f"`{path.parent.relative_to(runs)}` ({record.hardware_summary}, {recipe})")
     if not found:
         return (
             "No run below was made on a GPU, and no recipe of the catalog in `recipes/` has been run on "
@@ -228,7 +291,9 @@ def main() -> None:
         "Every number below is read from the run files in [`runs/`](runs/) (copied from the output "
         "directories of real `llamafactory-cli train` runs by `scripts/record_cpu_runs.py`; weights left "
         "out). The models are tiny random-weight Qwen2s built locally (`lfkit tiny-model`) trained on "
-        "the bundled role-play sample, so the losses only show that the chain works, not model quality. "
+        "the bundled role-play sample (SFT) and on preference pairs made from it (DPO: each "
+        "conversation's real reply chosen, another character's reply rejected), so the losses only show "
+        "that the chain works, not model quality. "
         "CPU timings come from a small shared machine and are noisy. Regenerate with "
         "`.venv/bin/python scripts/record_cpu_runs.py` (or `--report-only`). "
         + gpu_runs_sentence(args.results / "runs")

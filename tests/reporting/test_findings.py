@@ -64,7 +64,10 @@ def test_best_method_uses_eval_loss_only_when_every_run_has_one():
     assert "**full** converged best by final eval loss" in best_method(both_eval)[0]
     one_eval = [both_eval[0], row("f", "m", "full", "h", 1.0, loss=0.9)]
     found = best_method(one_eval)[0]
-    assert "**lora** converged best by final training loss (not every run evaluated)" in found
+    assert (
+        "**lora** converged best by final training loss (not every run evaluated on the same eval sets)"
+        in found
+    )
 
 
 def test_best_method_without_eval_ranks_a_kl_run_by_its_cross_entropy():
@@ -85,10 +88,34 @@ def test_best_method_without_eval_ranks_a_kl_run_by_its_cross_entropy():
 def test_key_findings_say_when_nothing_is_comparable():
     found = key_findings([row("only", "m", "lora", "h", 1.0)], {})
     assert found == [
-        "Hardware speed ratio: no model was trained with the same method on two different hardware setups.",
-        "Model-size speed ratio: no two different models were trained with one method on one hardware.",
-        "Best method: no model was trained with two different methods.",
+        "Hardware speed ratio: no model was trained with the same stage and method on two different hardware "
+        "setups.",
+        "Model-size speed ratio: no two different models were trained with one stage and method on one "
+        "hardware.",
+        "Best method: no model was trained with two different methods in one stage.",
     ]
+    assert key_findings([row("only", "m", "lora", "h", 1.0)], {}, compare=False) == []
+
+
+def test_diverged_runs_are_named_and_left_out_of_the_ranking():
+    from lfkit.reporting.health import DIVERGED, HEALTHY, Assessment, Health
+
+    rows = [
+        row("ok", "m", "lora", "h", 1.0, loss=2.0),
+        row("ok2", "m", "full", "h", 1.0, loss=1.5),
+        row("boom", "m", "freeze", "h", 1.0, loss=0.0),
+    ]
+    assessments = {
+        "ok": Assessment(Health(HEALTHY, HEALTHY)),
+        "ok2": Assessment(Health(HEALTHY, HEALTHY)),
+        "boom": Assessment(Health(DIVERGED, "diverged at step 3", 3, "training loss NaN at step 3")),
+    }
+    found = key_findings(rows, assessments)
+    assert found[0] == "**Diverged** at step 3: boom (training loss NaN at step 3)."
+    [best] = [f for f in found if "converged best" in f]
+    assert best.startswith("m: **full** converged best") and best.endswith(
+        "Left out: boom (diverged at step 3)."
+    )
 
 
 def test_runs_with_unknown_hardware_are_not_compared():
@@ -99,9 +126,25 @@ def test_runs_with_unknown_hardware_are_not_compared():
 def test_ratio_on_a_busy_machine_carries_a_caution():
     quiet = row("quiet", "m", "lora", "1x H100", 30.0)
     busy = row("busy", "m", "lora", "cpu: x", 1.5)
-    quiet.run.record = {"load_average_1m_at_end": 0.5, "cpu_count": 16}
-    busy.run.record = {"load_average_1m_at_end": 3.6, "cpu_count": 2}
+    quiet.run.record = _record(0.5, 16)
+    busy.run.record = _record(3.6, 2)
     found = hardware_ratios([quiet, busy])[0]
     assert "Caution: the machine was busy" in found and "busy 3.6 on 2 cores" in found
-    busy.run.record = {"load_average_1m_at_end": 1.2, "cpu_count": 2}
+    busy.run.record = _record(1.2, 2)
     assert "Caution" not in hardware_ratios([quiet, busy])[0]
+
+
+def _record(load: float, cores: int):
+    from lfkit.plugin.run_record_schema import RunRecord
+
+    return RunRecord(
+        written_at="2026-01-01T00:00:00+00:00",
+        hardware_summary="h",
+        accelerator="cpu",
+        gpu_count=0,
+        devices=(),
+        memory_kind="cpu_rss",
+        peak_rss_bytes=None,
+        load_average_1m_at_end=load,
+        cpu_count=cores,
+    )

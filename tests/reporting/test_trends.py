@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lfkit.reporting import trends
-from lfkit.reporting.epochs import epoch_of, per_epoch
+from lfkit.reporting.epochs import epoch_ends, epoch_of, per_epoch
 from lfkit.reporting.runs import LogPoint
 
 
@@ -69,17 +69,28 @@ def test_epoch_of_puts_the_boundary_event_in_the_epoch_it_closes():
 
 
 def test_per_epoch_means_and_last_eval():
+    from pathlib import Path
+
+    from lfkit.reporting.runs import Run
+
     train = [LogPoint(s, s / 2, {"loss": float(s), "kl_loss": 10.0 * s}) for s in range(1, 5)]
-    evals = [
-        LogPoint(1, 0.5, {"eval_loss": 9.0}, eval_loss=9.0),
-        LogPoint(2, 1.0, {"eval_loss": 8.0}, eval_loss=8.0),
+    evals = [LogPoint(1, 0.5, {"eval_loss": 9.0}), LogPoint(2, 1.0, {"eval_loss": 8.0})]
+    run = Run(path=Path("r"), label="r", files=[], log=train + evals)
+    stats = per_epoch(run, ["kl_loss"])
+    assert [(s.epoch, s.train_points, s.mean_train_loss, s.last_eval) for s in stats] == [
+        (1, 2, 1.5, {"": 8.0}),
+        (2, 2, 3.5, {}),
     ]
-    stats = per_epoch(train, evals, ["kl_loss"])
-    assert [(s.epoch, s.train_points, s.mean_train_loss, s.last_eval_loss) for s in stats] == [
-        (1, 2, 1.5, 8.0),
-        (2, 2, 3.5, None),
-    ]
-    assert stats[1].mean_components == {"kl_loss": 35.0}
+    assert stats[1].means == {"kl_loss": 35.0}
+
+
+def test_epoch_ends_sit_on_whole_logged_steps():
+    """30 steps over 8 epochs (3.75 per epoch): each end is the last step the table counts in that epoch."""
+    points = [LogPoint(s, s / 3.75, {"loss": 1.0}) for s in range(1, 31)]
+    ends = epoch_ends(points)
+    assert ends == [(1, 3), (2, 7), (3, 11), (4, 15), (5, 18), (6, 22), (7, 26), (8, 30)]
+    assert all(epoch_of(points[step - 1].epoch) == epoch for epoch, step in ends)
+    assert all(epoch_of(points[step].epoch) == epoch + 1 for epoch, step in ends[:-1])
 
 
 def test_explain_words_the_direction_and_prints_the_size_without_sign():
