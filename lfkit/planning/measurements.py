@@ -27,10 +27,13 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lfkit.planning.gpus import Cluster, gpu_from_device_name, parse_gpu_spec
 from lfkit.planning.units import GIB
+
+if TYPE_CHECKING:
+    from lfkit.plugin.run_record_schema import RunRecord
 
 Values = tuple[tuple[str, Any], ...]
 
@@ -244,7 +247,6 @@ ISSUE_RATIOS: tuple[RatioMeasurement, ...] = (
 # ---- GPU runs recorded with lfkit ---------------------------------------------------------------
 
 GPU_RUNS = Path("results") / "runs" / "gpu"  # under the checkout root
-RUN_RECORD = "lfkit_run.json"
 
 
 class RunRecordError(ValueError):
@@ -289,18 +291,18 @@ def _override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(raw)
 
 
-def _run_recipe(run_dir: Path, record: dict[str, Any], root: Path) -> tuple[str, dict[str, Any]]:
+def _run_recipe(run_dir: Path, record: RunRecord, root: Path) -> tuple[str, dict[str, Any]]:
     """(the recipe file used, its values with the run's overrides) for a recorded run."""
     from lfkit.planning.recipe_yaml import load_values
 
-    recorded = (record.get("recipe") or {}).get("path")
+    recorded = record.recipe_path
     candidates = [run_dir / "recipe.yaml"]
     if recorded:
         candidates += [run_dir / Path(recorded).name, root / "recipes" / Path(recorded).name, Path(recorded)]
     for path in candidates:
         if path.is_file():
             values = load_values(path)
-            values.update(_override(o) for o in (record.get("recipe") or {}).get("overrides", []))
+            values.update(_override(o) for o in record.recipe_overrides)
             return str(path), values
     raise RunRecordError(
         f"{run_dir}: recipe {recorded or '(none recorded)'} not found beside the run or in recipes/"
@@ -310,35 +312,41 @@ def _run_recipe(run_dir: Path, record: dict[str, Any], root: Path) -> tuple[str,
 def gpu_run_measurements(
     runs: Path, root: Path
 ) -> tuple[list[ThroughputMeasurement | MemoryMeasurement], list[str]]:
-    """Measurements from every ``lfkit_run.json`` under ``runs`` made on a GPU, and skip reasons."""
+    """Measurements from every ``lfkit_run.json`` under ``runs`` made on a GPU, and skip reasons.
+
+    Records are read with the plugin's own reader (:func:`lfkit.plugin.run_record_schema.read_run_record`),
+    the one definition of the file's layout and versions.
+    """
+    from lfkit.plugin.run_record_schema import RUN_RECORD_FILE, read_run_record
+    from lfkit.plugin.run_record_schema import RunRecordError as UnreadableRecord
+
     found: list[ThroughputMeasurement | MemoryMeasurement] = []
     skipped: list[str] = []
     if not runs.is_dir():
         return found, skipped
-    for record_path in sorted(runs.rglob(RUN_RECORD)):
+    for record_path in sorted(runs.rglob(RUN_RECORD_FILE)):
         run_dir = record_path.parent
         try:
-            found.extend(_measurements_of(run_dir, json.loads(record_path.read_text(encoding="utf-8")), root))
-        except (RunRecordError, ValueError, KeyError) as err:
+            found.extend(_measurements_of(run_dir, read_run_record(record_path), root))
+        except (RunRecordError, UnreadableRecord, ValueError, KeyError) as err:
             skipped.append(str(err) if str(run_dir) in str(err) else f"{run_dir}: {err}")
     return found, skipped
 
 
-def _measurements_of(run_dir: Path, record: dict[str, Any], root: Path) -> list:
-    hardware = record.get("hardware") or {}
-    if hardware.get("accelerator") != "cuda":
+def _measurements_of(run_dir: Path, record: RunRecord, root: Path) -> list:
+    if record.accelerator != "cuda":
         raise RunRecordError(f"{run_dir}: not a GPU run")
-    names = {d.get("name", "") for d in hardware.get("devices", [])}
+    names = {d.name for d in record.devices}
     gpus = {gpu_from_device_name(n) for n in names}
     if len(gpus) != 1 or None in gpus:
         raise RunRecordError(f"{run_dir}: GPU(s) {sorted(names)} not one model in the planner's table")
     gpu = gpus.pop()
-    world = int(record.get("world_size") or hardware.get("gpu_count") or 1)
+    world = int(record.world_size or record.gpu_count or 1)
     recipe_path, values = _run_recipe(run_dir, record, root)
-    values["model_name_or_path"] = _model_of_run(run_dir, values, record.get("model") or {})
+    values["model_name_or_path"] = _model_of_run(run_dir, values, record)
     setting = Setting(None, tuple(values.items()), gpu=f"{gpu.key}x{world}")
     key = f"run {run_dir.name} ({Path(recipe_path).name})"
-    source = f"{run_dir / RUN_RECORD}"
+    source = str(run_dir / "lfkit_run.json")
     out: list = []
     batch = int(values.get("per_device_train_batch_size", 8)) * int(
         values.get("gradient_accumulation_steps", 1)
@@ -347,8 +355,7 @@ def _measurements_of(run_dir: Path, record: dict[str, Any], root: Path) -> list:
     rate = steady_samples_per_s(log, batch * world) if log.is_file() else None
     if rate is not None:
         out.append(ThroughputMeasurement(key, setting, "samples/s", rate, source + " + trainer_log.jsonl"))
-    peaks = [d.get("peak_reserved_bytes") for d in (record.get("memory") or {}).get("per_device", [])]
-    peaks = [p for p in peaks if p]
+    peaks = [d.peak_reserved_bytes for d in record.devices if d.peak_reserved_bytes]
     if peaks:
         peak = max(peaks) / GIB
         out.append(MemoryMeasurement(key, setting, peak, peak, "torch-reserved", source))
@@ -357,13 +364,13 @@ def _measurements_of(run_dir: Path, record: dict[str, Any], root: Path) -> list:
     return out
 
 
-def _model_of_run(run_dir: Path, values: dict[str, Any], model: dict[str, Any]) -> str:
+def _model_of_run(run_dir: Path, values: dict[str, Any], record: RunRecord) -> str:
     """A model the planner can shape for a recorded run: the path if it resolves here, else the
     known shape a ``lfkit recipe random-model`` directory was named after (``qwen2.5-7b-random``), else
     the known shape with the recorded parameter count (within 2%)."""
     from lfkit.planning.models import KNOWN_MODELS, ModelShapeError, lookup_known, resolve_model
 
-    name = str(model.get("name_or_path") or values.get("model_name_or_path") or "")
+    name = str(record.model_name_or_path or values.get("model_name_or_path") or "")
     try:
         resolve_model(name)
         return name
@@ -372,10 +379,10 @@ def _model_of_run(run_dir: Path, values: dict[str, Any], model: dict[str, Any]) 
     base = Path(name).name.lower().removesuffix("-random")
     if lookup_known(base) is not None:
         return base
-    total = model.get("parameters_total")
+    total = record.parameters_total
     if total:
         if values.get("finetuning_type", "lora") == "lora":
-            total -= model.get("parameters_trainable") or 0  # PEFT counts the adapters too
+            total -= record.parameters_trainable or 0  # PEFT counts the adapters too
         best = min(KNOWN_MODELS.values(), key=lambda m: abs(m.total_params - total))
         if abs(best.total_params - total) <= 0.02 * total:
             return best.name

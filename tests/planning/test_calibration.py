@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from lfkit.plugin.run_record_schema import DeviceStats, RunRecord
 from typer.testing import CliRunner
 
 from lfkit.cli import app
@@ -95,36 +96,30 @@ def test_trainer_log_timing(tmp_path):
 def _gpu_run(directory: Path, *, gpu="NVIDIA H100 80GB HBM3", steps=(5, 30), seconds=(20, 120)) -> Path:
     """A run directory as lfkit's plugin and LlamaFactory write it (lfkit_run.json, trainer_log.jsonl)."""
     directory.mkdir(parents=True)
-    record = {
-        "lfkit_run_record": 1,
-        "hardware": {
-            "accelerator": "cuda",
-            "gpu_count": 1,
-            "devices": [{"rank": 0, "device": "cuda:0", "name": gpu}],
-            "summary": f"1x {gpu}",
-        },
-        "world_size": 1,
-        "memory": {
-            "kind": "cuda",
-            "per_device": [
-                {
-                    "device": "cuda:0",
-                    "name": gpu,
-                    "peak_allocated_bytes": 20 * 2**30,
-                    "peak_reserved_bytes": 23 * 2**30,
-                    "rank": 0,
-                }
-            ],
-            "peak_rss_bytes": 6 * 2**30,
-        },
-        "recipe": {
-            "path": "/home/someone/lfkit/recipes/h100_lora.yaml",
-            "overrides": ["max_steps=30", "cutoff_len=1024", "model_name_or_path=/tmp/qwen2.5-7b-random"],
-        },
-        "model": {"name_or_path": "/tmp/qwen2.5-7b-random", "parameters_total": 7_655_986_688},
-        "finetuning_type": "lora",
-    }
-    (directory / "lfkit_run.json").write_text(json.dumps(record, indent=2))
+    record = RunRecord(  # written by the plugin's own schema, as a real run writes it
+        written_at="2026-11-30T10:00:00+00:00",
+        hardware_summary=f"1x {gpu}",
+        accelerator="cuda",
+        gpu_count=1,
+        devices=(
+            DeviceStats(
+                rank=0,
+                device="cuda:0",
+                name=gpu,
+                peak_allocated_bytes=20 * 2**30,
+                peak_reserved_bytes=23 * 2**30,
+            ),
+        ),
+        memory_kind="cuda",
+        peak_rss_bytes=6 * 2**30,
+        world_size=1,
+        recipe_path="/home/someone/lfkit/recipes/h100_lora.yaml",
+        recipe_overrides=("max_steps=30", "cutoff_len=1024", "model_name_or_path=/tmp/qwen2.5-7b-random"),
+        model_name_or_path="/tmp/qwen2.5-7b-random",
+        parameters_total=7_655_986_688,
+        finetuning_type="lora",
+    )
+    (directory / "lfkit_run.json").write_text(record.to_json())
     log = [
         {"current_steps": s, "total_steps": 30, "loss": 1.0, "elapsed_time": f"0:{t // 60:02d}:{t % 60:02d}"}
         for s, t in zip(steps, seconds, strict=True)
@@ -137,10 +132,14 @@ def test_gpu_runs_become_measurements_and_calibrate_their_class(tmp_path):
     runs = tmp_path / "gpu"
     _gpu_run(runs / "h100-lora")
     _gpu_run(runs / "v100-run", gpu="Tesla V100-SXM2-32GB")
-    (runs / "cpu-run").mkdir()
-    (runs / "cpu-run" / "lfkit_run.json").write_text(json.dumps({"hardware": {"accelerator": "cpu"}}))
+    cpu = _gpu_run(runs / "cpu-run")
+    text = (cpu / "lfkit_run.json").read_text().replace('"accelerator": "cuda"', '"accelerator": "cpu"')
+    (cpu / "lfkit_run.json").write_text(text)
+    (runs / "old-lfkit").mkdir()  # a record from a future lfkit is skipped, saying why
+    (runs / "old-lfkit" / "lfkit_run.json").write_text('{"lfkit_run_record": 99}')
     found, skipped = gpu_run_measurements(runs, REPO)
-    assert len(skipped) == 2 and any("not one model in the planner's table" in s for s in skipped)
+    assert len(skipped) == 3 and any("not one model in the planner's table" in s for s in skipped)
+    assert any("not a GPU run" in s for s in skipped) and any("upgrade lfkit" in s for s in skipped)
     (rate,) = [m for m in found if isinstance(m, ThroughputMeasurement)]
     assert rate.value == pytest.approx(25 * 16 / 100)  # 25 steps of batch 4 x accumulation 4 in 100 s
     assert dict(rate.setting.values)["cutoff_len"] == 1024 and rate.setting.gpu == "h100x1"
