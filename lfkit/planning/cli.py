@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from lfkit.planning.gpus import GPUS
+from lfkit.planning.show import show_command
 
 recipe_app = typer.Typer(
     help="Check recipes with LlamaFactory's own argument parser; keep header estimates current.",
@@ -97,6 +98,9 @@ def check_command(
     )
     if problems:
         raise typer.Exit(1)
+
+
+recipe_app.command("show")(show_command)
 
 
 @recipe_app.command("estimates")
