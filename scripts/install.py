@@ -9,7 +9,7 @@ plain ``pip install .`` does not:
   ``pyproject.toml`` or a source file under ``lfkit/``, ``plugin/`` or ``data_tools/`` changed;
   otherwise it says so and returns in well under a second.
 * **Visible progress.** pip's output is condensed into one line per large download (name and
-  size, with the running total) and a line every 20 s while pip is quiet (a large download or
+  size, with the running total) and a line every 30 s while pip is quiet (a large download or
   unpacking torch); the full log is kept in ``VENV/lfkit-pip.log``. Before the first install it
   says how large the download is and why.
 * **No moment without lfkit.** pip reinstalls a package by removing the old files first, so
@@ -43,7 +43,7 @@ STAMP = VENV / ".lfkit-install-stamp.json"
 PIP_LOG = VENV / "lfkit-pip.log"
 SOURCE_DIRS = ("lfkit", "plugin", "data_tools")
 CONSTRAINTS = "scripts/constraints.txt"
-QUIET_SECONDS = 20
+QUIET_SECONDS = 30
 """A line is printed when pip has said nothing for this long."""
 BIG_MB = 20.0
 """Downloads at least this large get a line of their own; smaller ones are counted."""
