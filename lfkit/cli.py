@@ -200,38 +200,57 @@ def train(
         )
         raise typer.Exit(2)
     install()
+    import math
+    import threading
+
     from llamafactory.cli import main as llamafactory_main
 
     from lfkit.follow import follow
-    from lfkit.planning.show import merged_recipe
+    from lfkit.planning.show import RecipeShowError, merged_recipe
     from lfkit.quiet import output_to_log
 
-    run_dir = Path(str(merged_recipe(recipe, list(ctx.args))[0].get("output_dir") or "trainer_output"))
+    try:
+        values = merged_recipe(recipe, list(ctx.args))[0]
+    except RecipeShowError as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    run_dir = Path(str(values.get("output_dir") or "trainer_output"))
     log = run_dir / "lfkit_train.log"
     typer.echo(f"training {recipe} -> {run_dir} (LlamaFactory's output: {log})")
     sys.argv = ["llamafactory-cli", "train", str(recipe), *ctx.args]
     status: int | str | None = 0
+    done = threading.Event()
     with output_to_log(log, echo=verbose) as say:
-        import threading
-
-        done = threading.Event()
+        # -v shows LlamaFactory's own progress; the summary comes at the end either way.
+        every = math.inf if verbose else 10.0
         follower = threading.Thread(
             target=follow,
             args=(run_dir,),
-            kwargs={"running": lambda: not done.is_set(), "every": 1e9 if verbose else 10.0, "echo": say},
+            kwargs={"running": lambda: not done.is_set(), "every": every, "echo": say},
         )
         follower.start()
+        reason = ""
         try:
             llamafactory_main()
         except SystemExit as exc:
             status = exc.code
+            reason = f"exit status {status}"
+        except Exception as exc:  # LlamaFactory refuses a recipe with ValueError, in this process
+            if _debug:
+                raise
+            status, reason = 1, str(exc) or type(exc).__name__
         finally:
             done.set()
             follower.join()
     if status:
         lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
         typer.echo("\n".join(lines[-30:]), err=True)
-        typer.echo(f"training failed (exit status {status}); LlamaFactory's full output: {log}", err=True)
+        typer.secho(
+            f"error: training failed: {reason}. LlamaFactory's full output: {log} "
+            "(--debug shows the traceback)",
+            fg=typer.colors.RED,
+            err=True,
+        )
         raise typer.Exit(status if isinstance(status, int) else 1)
 
 

@@ -35,8 +35,8 @@ def plain_message(exc: BaseException) -> str:
     if isinstance(exc, ModuleNotFoundError) and exc.name:
         top = exc.name.split(".")[0]
         return (
-            f"the Python package '{top}' is not installed in this environment: install it "
-            f"(pip install {top}), and run lfkit doctor to see what else is missing"
+            f"the Python module '{top}' is not installed in this environment: install the package "
+            f"that provides it (usually pip install {top}); lfkit doctor shows what else is missing"
         )
     text = str(exc).strip() or type(exc).__name__
     return (

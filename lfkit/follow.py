@@ -147,7 +147,8 @@ def follow(
             state is not None and state.total_steps and state.step >= state.total_steps
         )
         now = time.monotonic()
-        if state is not None and state.step != printed_step and (now - last_print >= every or not going):
+        due = now - last_print >= every or not going
+        if state is not None and state.step != printed_step and due:
             echo(progress_line(state))
             printed_step, last_print = state.step, now
         if not going or (running is None and finished):

@@ -124,3 +124,44 @@ def test_missing_package_says_what_to_install():
 def test_unexpected_errors_point_to_debug():
     message = plain_message(ValueError("bad value"))
     assert message.startswith("bad value (ValueError)") and "--debug" in message
+
+
+def _sharegpt_dataset(dataset_dir) -> None:
+    """A small dataset in LlamaFactory's sharegpt layout with a dataset_info.json entry."""
+    import json
+
+    rows = [
+        {"conversations": [{"from": "human", "value": f"Hello {i}?"}, {"from": "gpt", "value": f"Fine {i}."}]}
+        for i in range(8)
+    ]
+    dataset_dir.mkdir(parents=True)
+    (dataset_dir / "chat.json").write_text(json.dumps(rows))
+    (dataset_dir / "dataset_info.json").write_text(
+        json.dumps({"chat": {"file_name": "chat.json", "formatting": "sharegpt"}})
+    )
+
+
+@pytest.mark.train
+def test_lfkit_train_is_quiet_and_keeps_the_log(tiny_model, tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+    from conftest import tiny_recipe, train_env
+
+    _sharegpt_dataset(tmp_path / "data")
+    out = tmp_path / "out"
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe(tiny_model, tmp_path / "data", "chat", out)))
+    cmd = [sys.executable, "-m", "lfkit.cli", "train", str(recipe), "max_steps=3"]
+    proc = subprocess.run(cmd, env=train_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert len(lines) <= 12, proc.stdout
+    assert "3 of 3 steps" in proc.stdout and "train loss" in proc.stdout and "chance level" in proc.stdout
+    log = (out / "lfkit_train.log").read_text()
+    assert "train_runtime" in log and "train_runtime" not in proc.stdout
+
+    bad = subprocess.run([*cmd, "kl_betta=0.1"], env=train_env(), capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0
+    assert "kl_betta" in bad.stderr and "lfkit_train.log" in bad.stderr
