@@ -235,6 +235,7 @@ def _installed(dist: str) -> str | None:
 
 def install_lfkit() -> None:
     """Build lfkit's wheel and install it over the previous one, file by file, atomically."""
+    say("installing lfkit from this checkout (a regular install: the plugin hook comes from the wheel)")
     with tempfile.TemporaryDirectory(prefix="lfkit-wheel-") as tmp:
         pip(["wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", tmp, str(REPO)], progress=False)
         (wheel,) = Path(tmp).glob("lfkit-*.whl")
@@ -322,20 +323,23 @@ def _remove_stale(site: Path, old: tuple[Path, set[Path]] | None, new_dist_info:
 
 # ---------------------------------------------------------------------------------------------
 def main(argv: list[str]) -> None:
-    """``install.py [--reinstall]``: --reinstall installs lfkit itself even when nothing changed."""
+    """``install.py [--reinstall]``; --reinstall installs lfkit itself again, and nothing else."""
+    if "--reinstall" in argv:
+        install_lfkit()  # the stamp stays as it is: the next plain run still checks everything
+        say(f"lfkit {_installed('lfkit')} reinstalled")
+        return
     try:
         stamp = json.loads(STAMP.read_text())
     except (OSError, ValueError):
         stamp = {}
     deps, source = dependency_hash(), source_hash()
     lfkit_there = (VENV / "bin" / "lfkit").is_file() and _installed("lfkit") is not None
-    if lfkit_there and stamp == {"dependencies": deps, "source": source} and "--reinstall" not in argv:
+    if lfkit_there and stamp == {"dependencies": deps, "source": source}:
         say(f"lfkit is up to date in {VENV} (pyproject.toml and the sources are unchanged)")
         return
     started = time.monotonic()
     if stamp.get("dependencies") != deps or not _installed("installer"):
         install_dependencies()
-    say("installing lfkit from this checkout (a regular install: the plugin hook comes from the wheel)")
     install_lfkit()
     sys.path.insert(0, str(REPO))
     from lfkit.atomic import write_text
