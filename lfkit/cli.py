@@ -186,7 +186,8 @@ def train(
     `lfkit train r.yaml learning_rate=1e-4`
 
     Quiet by default: LlamaFactory's output goes to OUTPUT_DIR/lfkit_train.log, and the terminal
-    gets a progress line every 10 seconds (step, loss, eval loss, time left) and a summary.
+    gets a progress line per tenth of the steps (step, loss, eval loss, time left; at least one a
+    minute) and a summary.
     """
     from lfkit.plugin.activate import hook_installed, install
 
@@ -200,7 +201,6 @@ def train(
         )
         raise typer.Exit(2)
     install()
-    import math
     import threading
 
     from llamafactory.cli import main as llamafactory_main
@@ -221,12 +221,10 @@ def train(
     status: int | str | None = 0
     done = threading.Event()
     with output_to_log(log, echo=verbose) as say:
-        # -v shows LlamaFactory's own progress; the summary comes at the end either way.
-        every = math.inf if verbose else 10.0
         follower = threading.Thread(
             target=follow,
             args=(run_dir,),
-            kwargs={"running": lambda: not done.is_set(), "every": every, "echo": say},
+            kwargs={"running": lambda: not done.is_set(), "every": 60.0, "echo": say, "quiet": verbose},
         )
         follower.start()
         reason = ""

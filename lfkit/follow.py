@@ -4,7 +4,8 @@ LlamaFactory's own output is hundreds of lines (model configs, token ids, per-st
 run started with its output sent to a log file can be followed from what it writes into its
 ``output_dir`` instead: ``trainer_log.jsonl`` gets one JSON line per logging step (step, total
 steps, loss, elapsed and remaining time) and per evaluation (``eval_loss``). While the run is
-going, a line is printed every ``--every`` seconds at most, whenever a new step was logged;
+going, a line is printed for each further tenth of the steps done, and after ``--every``
+seconds without one when a new step was logged;
 when it ends (``--pid`` exited; without it, the log reached its last step or LlamaFactory
 wrote ``all_results.json``), a summary:
 steps, train and eval loss from first to last, and the chance level ``ln(vocab)``
@@ -132,11 +133,13 @@ def follow(
     every: float,
     echo: Callable[[str], None],
     poll: float = 0.5,
+    quiet: bool = False,
 ) -> None:
     """Print progress lines until the run ends, then its summary.
 
     ``running`` says whether the training is still going (e.g. its process is alive); without
     it the run has ended once the log reached its last step or ``all_results.json`` appeared.
+    ``quiet`` prints the summary only (LlamaFactory's own progress is on screen).
     """
     printed_step = -1
     last_print = 0.0
@@ -147,8 +150,13 @@ def follow(
             state is not None and state.total_steps and state.step >= state.total_steps
         )
         now = time.monotonic()
-        due = now - last_print >= every or not going
-        if state is not None and state.step != printed_step and due:
+        new_tenth = state is not None and _tenths(state.step, state) > _tenths(printed_step, state)
+        if (
+            not quiet
+            and state is not None
+            and state.step != printed_step
+            and (not going or new_tenth or now - last_print >= every)
+        ):
             echo(progress_line(state))
             printed_step, last_print = state.step, now
         if not going or (running is None and finished):
@@ -156,6 +164,11 @@ def follow(
         time.sleep(poll)
     for line in summary_lines(run_dir):
         echo(line)
+
+
+def _tenths(step: int, state: LogState) -> int:
+    """How many tenths of the run ``step`` completes (a progress line marks each new tenth)."""
+    return 10 * max(step, 0) // state.total_steps if state.total_steps else 0
 
 
 def process_running(pid: int) -> Callable[[], bool]:

@@ -56,7 +56,7 @@ if [ "$VERBOSE" = 1 ]; then
 else
     train >"$LOGS/3-train.log" 2>&1 &
     trainer=$!
-    lfkit follow "$RUN" --pid "$trainer" --every 10
+    lfkit follow "$RUN" --pid "$trainer"
     status=0
     wait "$trainer" || status=$?
     if [ "$status" != 0 ]; then

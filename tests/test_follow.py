@@ -52,12 +52,9 @@ def test_chance_level_comes_from_the_base_model_of_an_adapter(tmp_path):
     assert f"ln 512 = {math.log(512):.2f}" in summary_lines(run)[-1]
 
 
-def test_follow_waits_for_the_process_then_summarises(tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
-    rows = (RUN / "trainer_log.jsonl").read_text().splitlines()
-    # A writer that appends the recorded log a few lines at a time, as a training process does.
-    writer = subprocess.Popen(
+def _replay(run: Path) -> subprocess.Popen:
+    """A writer that appends the recorded log a few lines at a time, as a training process does."""
+    return subprocess.Popen(
         [
             sys.executable,
             "-c",
@@ -66,11 +63,32 @@ def test_follow_waits_for_the_process_then_summarises(tmp_path):
             "with open(sys.argv[2], 'a') as out:\n"
             "    for i, row in enumerate(rows):\n"
             "        out.write(row + '\\n'); out.flush()\n"
-            "        if i % 10 == 0: time.sleep(0.05)\n",
+            "        time.sleep(0.01)\n",
             str(RUN / "trainer_log.jsonl"),
             str(run / "trainer_log.jsonl"),
         ],
     )
+
+
+def test_one_progress_line_per_tenth_of_the_steps(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    writer = _replay(run)
+    printed: list[str] = []
+    follow(run, running=process_running(writer.pid), every=math.inf, echo=printed.append, poll=0.001)
+    writer.wait()
+    progress = [line for line in printed if line.startswith("  step ")]
+    assert 5 <= len(progress) <= 11  # one per tenth reached while it was looking, and the last step
+    quiet: list[str] = []
+    follow(run, running=None, every=0, echo=quiet.append, quiet=True)
+    assert quiet == summary_lines(run)
+
+
+def test_follow_waits_for_the_process_then_summarises(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = (RUN / "trainer_log.jsonl").read_text().splitlines()
+    writer = _replay(run)
     printed: list[str] = []
     follow(run, running=process_running(writer.pid), every=0, echo=printed.append, poll=0.02)
     writer.wait()
