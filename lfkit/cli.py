@@ -146,7 +146,10 @@ def follow_command(
         None, "--pid", help="Follow until this process (the training) exits; default: until the last step."
     ),
     every: float = typer.Option(
-        10.0, "--every", min=0, help="Seconds between progress lines, at most one per step."
+        60.0,
+        "--every",
+        min=0,
+        help="Seconds after which a new step gets a progress line anyway (besides one per tenth of steps).",
     ),
 ) -> None:
     """Follow a training run from its output directory: a progress line now and then, then a summary.
