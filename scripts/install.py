@@ -94,21 +94,48 @@ def source_hash() -> str:
     return _hash_files(files)
 
 
-def requirements() -> list[str]:
-    """lfkit's dependencies and dev extra, and the tools this script builds and installs with."""
+def requirements(pyproject: str | None = None) -> list[str]:
+    """lfkit's dependencies and dev extra, and the tools this script builds and installs with.
+
+    An extra that names lfkit's own extras (``dev = [..., "lfkit[ray]"]``) is expanded into
+    their requirements: pip must not look for lfkit itself on the index.
+    """
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10: the TOML parser pip itself ships
         from pip._vendor import tomli as tomllib
 
-    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    if pyproject is None:
+        pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    project = tomllib.loads(pyproject)
     meta = project["project"]
-    return [
-        *meta["dependencies"],
-        *meta.get("optional-dependencies", {}).get("dev", []),
+    extras = meta.get("optional-dependencies", {})
+    own = _normalise(meta["name"])
+
+    def expand(reqs: list[str], seen: set[str]) -> list[str]:
+        out = []
+        for req in reqs:
+            match = re.match(r"\s*([A-Za-z0-9_.-]+)\s*(?:\[([^\]]*)\])?", req)
+            if match and _normalise(match.group(1)) == own:
+                for extra in (e.strip() for e in (match.group(2) or "").split(",") if e.strip()):
+                    if extra not in seen:
+                        out += expand(extras.get(extra, []), seen | {extra})
+            else:
+                out.append(req)
+        return out
+
+    reqs = [
+        *expand(meta["dependencies"], set()),
+        *expand(extras.get("dev", []), {"dev"}),
         *project["build-system"]["requires"],  # lfkit's wheel is built without build isolation
         "installer>=0.7",  # installs that wheel, see install_lfkit
     ]
+    return list(dict.fromkeys(reqs))  # an extra reached twice is asked for once
+
+
+def _normalise(name: str) -> str:
+    """A distribution name as PEP 503 compares them."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 # ---------------------------------------------------------------------------------------------

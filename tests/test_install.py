@@ -108,3 +108,23 @@ def test_source_hash_follows_the_wheel_contents():
     assert install.dependency_hash().endswith(f"-py{sys.version_info[0]}.{sys.version_info[1]}")
     reqs = install.requirements()
     assert any(r.startswith("llamafactory") for r in reqs) and any(r.startswith("hatchling") for r in reqs)
+
+
+def test_extras_naming_lfkit_itself_are_expanded():
+    """main's dev extra says "lfkit[ray]": pip must get ray's requirements, never look for lfkit."""
+    install = _install_module()
+    pyproject = """
+[build-system]
+requires = ["hatchling>=1.21"]
+[project]
+name = "lfkit"
+dependencies = ["orjson>=3.9"]
+[project.optional-dependencies]
+ray = ["ray[default,data]>=2.60,<3"]
+extra2 = ["psutil", "LFKit[ray, dev]"]
+dev = ["pytest>=8", "lfkit[ray,extra2]"]
+"""
+    reqs = install.requirements(pyproject)
+    assert reqs[:4] == ["orjson>=3.9", "pytest>=8", "ray[default,data]>=2.60,<3", "psutil"]
+    assert not any(r.lower().startswith("lfkit") for r in reqs)
+    assert len(reqs) == len(set(reqs))

@@ -6,8 +6,8 @@ import ast
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
-# Names whose use in a test means it starts a training process.
-STARTS_TRAINING = ("run_train", "llamafactory_cli", "torchrun", "sample_job.sh")
+# Names whose use in a test means it starts a training process or a cluster.
+STARTS_TRAINING = ("run_train", "llamafactory_cli", "torchrun", "sample_job.sh", "ray_cluster")
 
 
 def _marked_train(node: ast.FunctionDef, module_marked: bool) -> bool:
