@@ -10,6 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from lfkit.planning.gpus import GPUS
+from lfkit.planning.show import show_command
 
 recipe_app = typer.Typer(
     help="Check recipes with LlamaFactory's own argument parser; keep header estimates current.",
@@ -98,6 +99,9 @@ def check_command(
     )
     if problems:
         raise typer.Exit(1)
+
+
+recipe_app.command("show")(show_command)
 
 
 @recipe_app.command("estimates")

@@ -88,6 +88,7 @@ def test_misspelt_key_is_still_rejected_by_llamafactory(tiny_model, run_train, t
     assert "kl_betta" in bad.log
 
 
+@pytest.mark.train
 def test_plugin_key_is_rejected_with_the_plugin_disabled(tiny_model, run_train, tmp_path):
     """Proves the keys come from lfkit: stock LlamaFactory refuses them (fails at parse, no training)."""
     _write_sharegpt(tmp_path / "data")
