@@ -38,9 +38,9 @@ def _patch_sft_model_args(module: ModuleType) -> None:
     """Let lfkit's trainer see run_sft's ModelArguments, which LlamaFactory does not hand it.
 
     kl_beta's frozen reference (freeze/full tuning) is loaded from them with LlamaFactory's own
-    ``create_ref_model``; see :func:`lfkit.plugin.kl_loss.remember_model_args`.
+    ``create_ref_model``; see :func:`lfkit.plugin.kl_reference.remember_model_args`.
     """
-    from lfkit.plugin.kl_loss import remember_model_args
+    from lfkit.plugin.kl_reference import remember_model_args
 
     module.load_model = remember_model_args(module.load_model)
 
