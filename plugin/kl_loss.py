@@ -95,38 +95,56 @@ class LossSums:
     kl_sum: torch.Tensor
 
 
+def _spans(rows: torch.Tensor, chunk: int) -> list[tuple[int, int, int]]:
+    """``(first row, position in rows, length)`` of contiguous runs of ``rows``, cut to at most ``chunk``.
+
+    Response tokens are contiguous within each turn, so the chunks are mostly plain slices of the
+    logits (views, not copies).
+    """
+    spans, values = [], rows.tolist()
+    pos = 0
+    while pos < len(values):
+        end = pos + 1
+        while end < len(values) and end - pos < chunk and values[end] == values[end - 1] + 1:
+            end += 1
+        spans.append((values[pos], pos, end - pos))
+        pos = end
+    return spans
+
+
 class _ResponseLoss(torch.autograd.Function):
     """Summed cross-entropy and KL(p_ref || p_theta) over response rows, chunked over tokens.
 
     Each chunk's float32 log-probabilities live only while that chunk is processed. The gradient
     of the weighted objective with respect to the logits, ``ce_weight * (p - onehot) +
-    kl_weight * (p - p_ref)`` per row, is computed in the same pass and stored in one
-    logits-shaped buffer (zero outside the response rows); backward only scales it by the
-    incoming gradient, so the reference is never needed again.
+    kl_weight * (p - p_ref)`` per row, is computed in the same pass and stored, divided by
+    ``ce_weight + kl_weight``, in one logits-shaped buffer (zero outside the response rows);
+    backward only scales it by the incoming gradient, so the reference is never needed again.
     """
 
     @staticmethod
     def forward(ctx, logits, rows, targets, ref_hidden, ref_logits, ce_weight, kl_weight, chunk):
         vocab = logits.shape[-1]
         flat = logits.reshape(-1, vocab)
-        grad = torch.zeros_like(flat) if ctx.needs_input_grad[0] else None
+        total = ce_weight + kl_weight
+        grad = torch.zeros_like(flat) if ctx.needs_input_grad[0] and total else None
         ce_sum = torch.zeros((), dtype=torch.float32, device=logits.device)
         kl_sum = torch.zeros((), dtype=torch.float32, device=logits.device)
-        for start in range(0, rows.numel(), chunk):
-            idx, tgt = rows[start : start + chunk], targets[start : start + chunk, None]
-            logp = flat.index_select(0, idx).float()
-            logp -= torch.logsumexp(logp, dim=-1, keepdim=True)
-            logq = ref_logits(ref_hidden[start : start + chunk]).float()
-            logq -= torch.logsumexp(logq, dim=-1, keepdim=True)
+        for first, pos, length in _spans(rows, chunk):
+            tgt = targets[pos : pos + length, None]
+            logp = torch.log_softmax(flat[first : first + length].float(), dim=-1)
+            logq = torch.log_softmax(ref_logits(ref_hidden[pos : pos + length]).float(), dim=-1)
             q = logq.exp()
-            kl_sum += (q * logq).sum() - (q * logp).sum()  # sum p_ref * (log p_ref - log p_theta)
+            # sum p_ref * (log p_ref - log p_theta) as two dot products: no [chunk x vocab] temporary
+            kl_sum += torch.dot(q.view(-1), logq.view(-1)) - torch.dot(q.view(-1), logp.view(-1))
             ce_sum -= logp.gather(1, tgt).sum()
             if grad is not None:
-                g = logp.exp_().mul_(ce_weight + kl_weight).sub_(q, alpha=kl_weight)
-                g.scatter_add_(1, tgt, torch.full_like(tgt, -ce_weight, dtype=g.dtype))
-                grad.index_copy_(0, idx, g.to(grad.dtype))
+                g = logp.exp_().sub_(q, alpha=kl_weight / total)  # (p - onehot) + beta (p - q), / total
+                if ce_weight:
+                    g.scatter_add_(1, tgt, torch.full(tgt.shape, -ce_weight / total, device=g.device))
+                grad[first : first + length] = g
             del logp, logq, q
-        ctx.grad = grad.view_as(logits) if grad is not None else None
+        ctx.grad, ctx.total = (grad.view_as(logits) if grad is not None else None), total
         objective = ce_weight * ce_sum + kl_weight * kl_sum
         ctx.mark_non_differentiable(ce_sum, kl_sum)
         return objective, ce_sum, kl_sum
@@ -135,7 +153,9 @@ class _ResponseLoss(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_objective, _grad_ce, _grad_kl):
         grad, ctx.grad = ctx.grad, None  # used once: free it with the graph
-        return grad.mul_(grad_objective.to(grad.dtype)), None, None, None, None, None, None, None
+        if grad is not None:
+            grad.mul_((grad_objective * ctx.total).to(grad.dtype))
+        return grad, None, None, None, None, None, None, None
 
 
 def response_loss(
