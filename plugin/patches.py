@@ -15,7 +15,6 @@ Everything heavy is imported inside the patch functions, so this table stays che
 
 from __future__ import annotations
 
-import functools
 import sys
 from types import ModuleType
 
@@ -70,6 +69,8 @@ def _patch_cli_main(module: ModuleType) -> None:
     """Check ``llamafactory-cli train``'s recipe before anything loads; print lfkit's refusals as one line."""
     if getattr(module.main, "__lfkit_checks__", False):
         return
+    import functools
+
     main = module.main
 
     @functools.wraps(main)

@@ -20,12 +20,10 @@ This module stays import-light (the hook imports it at the first LlamaFactory im
 
 from __future__ import annotations
 
-import logging
 import sys
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections import namedtuple
+from collections.abc import Iterable
 from types import ModuleType
-from typing import Any
 
 from lfkit.plugin.errors import LlamaFactoryMismatch
 
@@ -33,8 +31,7 @@ LLAMAFACTORY_VERSION = "0.9.5"  # the release every declared Name below was read
 _MISSING = object()
 
 
-@dataclass(frozen=True)
-class Name:
+class Name(namedtuple("Name", "path params rebind_importers", defaults=(None, False))):
     """A LlamaFactory name a patch relies on, in the module the patch is registered for.
 
     ``path`` is the attribute, dotted for a class attribute (``"DatasetAttr.join"``).
@@ -44,28 +41,27 @@ class Name:
     attribute with a new object, and every LlamaFactory module that imported the original must get the
     replacement too (the module defines the name and others use it); False when the patch changes the
     name only where this module uses it (``load_model`` in the sft workflow) or changes it in place.
+
+    A named tuple rather than a dataclass: the hook builds the table at every interpreter start, and
+    ``dataclasses`` would import ``inspect`` there.
     """
 
-    path: str
-    params: tuple[str, ...] | None = None
-    rebind_importers: bool = False
+    __slots__ = ()
 
 
-@dataclass(frozen=True)
-class Patch:
-    """A function that patches one LlamaFactory module, and the names in it that it relies on.
+class Patch(namedtuple("Patch", "apply names")):
+    """A function that patches one LlamaFactory module, and the :class:`Name`\ s in it that it relies on.
 
     ``apply`` takes the module and must be idempotent: ``lfkit train`` may apply it to a module that
     was imported before the hook.
     """
 
-    apply: Callable[[ModuleType], None]
-    names: tuple[Name, ...]
+    __slots__ = ()
 
 
-def resolve(module: ModuleType, path: str) -> Any:
+def resolve(module: ModuleType, path: str) -> object:
     """The object at ``path`` in ``module`` (dotted for class attributes), or ``_MISSING``."""
-    obj: Any = module
+    obj: object = module
     for part in path.split("."):
         obj = getattr(obj, part, _MISSING)
         if obj is _MISSING:
@@ -73,7 +69,7 @@ def resolve(module: ModuleType, path: str) -> Any:
     return obj
 
 
-def parameters(obj: Any) -> tuple[str, ...] | None:
+def parameters(obj: object) -> tuple[str, ...] | None:
     """``obj``'s parameter names in order, ``*args``/``**kwargs`` marked; None if it has no signature."""
     import inspect
 
@@ -126,6 +122,8 @@ def warn_on_other_version() -> None:
     global _version_warned
     version = installed_version()
     if version != LLAMAFACTORY_VERSION and not _version_warned:
+        import logging
+
         _version_warned = True
         logging.getLogger("lfkit.plugin").warning(
             f"lfkit plugin: LlamaFactory {version} is installed, the plugin was written for "
@@ -133,12 +131,12 @@ def warn_on_other_version() -> None:
         )
 
 
-def snapshot(module: ModuleType, patches: Iterable[Patch]) -> dict[str, Any]:
+def snapshot(module: ModuleType, patches: Iterable[Patch]) -> dict[str, object]:
     """The current objects of the names that must be rebound where imported, before the patches run."""
     return {n.path: resolve(module, n.path) for p in patches for n in p.names if n.rebind_importers}
 
 
-def rebind_importers(fullname: str, module: ModuleType, before: dict[str, Any]) -> None:
+def rebind_importers(fullname: str, module: ModuleType, before: dict[str, object]) -> None:
     """Give every loaded LlamaFactory module that imported an original its replacement."""
     replaced = {}
     for path, old in before.items():
