@@ -21,17 +21,14 @@ This module stays import-light (the hook imports it at the first LlamaFactory im
 from __future__ import annotations
 
 import sys
-from collections import namedtuple
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import ModuleType
-
-from lfkit.plugin.errors import LlamaFactoryMismatch
 
 LLAMAFACTORY_VERSION = "0.9.5"  # the release every declared Name below was read from
 _MISSING = object()
 
 
-class Name(namedtuple("Name", "path params rebind_importers", defaults=(None, False))):
+class Name:
     """A LlamaFactory name a patch relies on, in the module the patch is registered for.
 
     ``path`` is the attribute, dotted for a class attribute (``"DatasetAttr.join"``).
@@ -42,21 +39,36 @@ class Name(namedtuple("Name", "path params rebind_importers", defaults=(None, Fa
     replacement too (the module defines the name and others use it); False when the patch changes the
     name only where this module uses it (``load_model`` in the sft workflow) or changes it in place.
 
-    A named tuple rather than a dataclass: the hook builds the table at every interpreter start, and
-    ``dataclasses`` would import ``inspect`` there.
+    A plain slotted class rather than a dataclass or named tuple: the hook builds the table at every
+    interpreter start, where ``dataclasses`` would import ``inspect`` and ``namedtuple`` run ``exec``.
     """
 
-    __slots__ = ()
+    __slots__ = ("path", "params", "rebind_importers")
+
+    def __init__(self, path: str, params: tuple[str, ...] | None = None, rebind_importers: bool = False):
+        self.path = path
+        self.params = params
+        self.rebind_importers = rebind_importers
+
+    def __repr__(self) -> str:
+        return f"Name({self.path!r}, {self.params!r}, rebind_importers={self.rebind_importers})"
 
 
-class Patch(namedtuple("Patch", "apply names")):
-    """A function that patches one LlamaFactory module, and the :class:`Name`\ s in it that it relies on.
+class Patch:
+    """A function that patches one LlamaFactory module, and the :class:`Name` s in it that it relies on.
 
     ``apply`` takes the module and must be idempotent: ``lfkit train`` may apply it to a module that
     was imported before the hook.
     """
 
-    __slots__ = ()
+    __slots__ = ("apply", "names")
+
+    def __init__(self, apply: Callable[[ModuleType], None], names: tuple[Name, ...]):
+        self.apply = apply
+        self.names = names
+
+    def __repr__(self) -> str:
+        return f"Patch({self.apply.__qualname__}, {len(self.names)} names)"
 
 
 def resolve(module: ModuleType, path: str) -> object:
@@ -98,6 +110,8 @@ def check_names(fullname: str, module: ModuleType, patches: Iterable[Patch]) -> 
                 shown = "no signature" if found is None else f"({', '.join(found)})"
                 moved.append(f"{where} takes {shown} where lfkit expects ({', '.join(name.params)})")
     if moved:
+        from lfkit.plugin.errors import LlamaFactoryMismatch
+
         raise LlamaFactoryMismatch(
             f"lfkit plugin: LlamaFactory {installed_version()} does not fit the plugin (written for "
             f"{LLAMAFACTORY_VERSION}): {'; '.join(dict.fromkeys(moved))}. Install "
