@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from types import ModuleType
 
+from lfkit.plugin.errors import ConfigError
 from llamafactory.hparams.finetuning_args import FinetuningArguments
 
 
@@ -85,7 +86,7 @@ class LfkitFinetuningArguments(FinetuningArguments):
         if self.kl_beta > 0 and self.stage != "sft":
             raise ValueError(f"kl_beta applies to stage: sft only, got stage: {self.stage}.")
         if self.kl_beta > 0 and self.pissa_init and self.kl_ref_model is None:
-            raise ValueError(
+            raise ConfigError(
                 "kl_beta with pissa_init needs kl_ref_model: PiSSA moves each weight's principal "
                 "components into the adapters, so the model with its adapters disabled is the PiSSA "
                 "residual, not the base model. Set kl_ref_model to the base model (one more frozen copy) "

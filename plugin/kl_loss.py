@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
+from lfkit.plugin.errors import ConfigError
 
 if TYPE_CHECKING:
     from lfkit.plugin.kl_reference import Reference
@@ -214,7 +215,7 @@ def check_kl_args(
     from lfkit.plugin.timeseries.spec import is_timeseries_model
 
     if model is not None and is_timeseries_model(model):
-        raise ValueError(
+        raise ConfigError(
             "kl_beta is not supported for time-series (ChatTS) models: their forward inserts patch "
             "positions, so the logits do not line up with the labels' response tokens. Set kl_beta: 0."
         )
@@ -222,13 +223,13 @@ def check_kl_args(
         k for k in ("use_dft_loss", "use_eaft_loss", "use_asft_loss") if getattr(finetuning_args, k, False)
     ]
     if others:
-        raise ValueError(
+        raise ConfigError(
             f"kl_beta adds a KL term to LlamaFactory's plain cross-entropy and cannot be combined with "
             f"{', '.join(others)} (ASFT already carries its own KL to a reference). Set kl_beta: 0 or drop "
             f"{', '.join(others)}."
         )
     if training_args is not None and training_args.label_smoothing_factor > 0:
-        raise ValueError(
+        raise ConfigError(
             "kl_beta computes the plain cross-entropy itself and cannot be combined with "
             f"label_smoothing_factor {training_args.label_smoothing_factor} (the KL to the reference already "
             "smooths the target towards the base model). Set one of them to 0."
@@ -268,7 +269,7 @@ class KLRegulariser:
         outputs = model(**model_inputs)
         logits = outputs.get("logits") if isinstance(outputs, dict) else getattr(outputs, "logits", None)
         if logits is None:
-            raise RuntimeError(
+            raise ConfigError(
                 "kl_beta needs the model's logits, but the model returned none (a fused loss kernel such as "
                 "enable_liger_kernel computes the loss without them). Disable it or set kl_beta: 0."
             )
@@ -335,7 +336,7 @@ class KLRegulariser:
             causal_lm = causal_lm.get_base_model()
         coef = getattr(causal_lm, "router_aux_loss_coef", None)
         if coef is None:
-            raise RuntimeError(
+            raise ConfigError(
                 f"kl_beta: {type(causal_lm).__name__} returned a router aux_loss but has no "
                 "router_aux_loss_coef, so lfkit cannot add it as the model would. Set kl_beta: 0 for it."
             )

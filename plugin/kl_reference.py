@@ -37,6 +37,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import torch
+from lfkit.plugin.errors import ConfigError
 
 if TYPE_CHECKING:
     from llamafactory.hparams import FinetuningArguments, ModelArguments
@@ -77,7 +78,7 @@ def load_reference_model(
         return None
     model_args = model_args if model_args is not None else _SFT_MODEL_ARGS.get()
     if model_args is None:
-        raise RuntimeError(
+        raise ConfigError(
             "kl_beta with freeze/full tuning (or kl_ref_model) needs the run's ModelArguments to load the "
             "reference model; the lfkit plugin records them in run_sft's load_model. Launch with "
             "`llamafactory-cli train` or `lfkit train` with the plugin active (LFKIT_DISABLE_PLUGIN unset)."
@@ -173,7 +174,7 @@ class Reference:
         finally:
             hook.remove()
         if not torch.allclose(own.float(), logits[:, -1:].float(), rtol=1e-3, atol=1e-3):
-            raise RuntimeError(
+            raise ConfigError(
                 f"kl_beta: {type(causal_lm).__name__}'s logits are not its output layer applied to its "
                 "decoder's hidden states (it post-processes them, e.g. soft-capping), so lfkit cannot "
                 "compute its reference logits at the response positions. Set kl_beta: 0 for this model."

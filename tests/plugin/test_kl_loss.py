@@ -258,6 +258,7 @@ def test_adapter_reference_runs_without_noise_dropout_or_cache_and_leaves_the_mo
 
 def test_reference_refuses_a_model_whose_logits_are_not_its_head_on_its_hidden_states():
     """Gemma 2 soft-caps its logits in its forward: its output layer alone would give a wrong reference."""
+    from lfkit.plugin.errors import ConfigError
     from lfkit.plugin.kl_loss import ResponseRows
     from lfkit.plugin.kl_reference import Reference
     from transformers import Gemma2Config, Gemma2ForCausalLM
@@ -268,7 +269,7 @@ def test_reference_refuses_a_model_whose_logits_are_not_its_head_on_its_hidden_s
         num_key_value_heads=1, head_dim=16, final_logit_softcapping=1.0, pad_token_id=0,
     )  # fmt: skip
     inputs, labels = _text_batch()
-    with pytest.raises(RuntimeError, match="post-processes them"):
+    with pytest.raises(ConfigError, match="post-processes them"):
         Reference(Gemma2ForCausalLM(config).eval()).hidden_states(
             _qwen2(0), inputs, ResponseRows.of(labels).rows
         )
