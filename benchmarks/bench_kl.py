@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -160,8 +161,8 @@ def asft_with_lora(tmp: Path, model: Path, data: Path) -> str:
     proc = subprocess.run([cli, "train", str(path)], env=environment(False), capture_output=True, text=True)
     if proc.returncode == 0:
         return "trains"
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    return lines[-1] if lines else f"exit code {proc.returncode}"
+    errors = [line for line in proc.stderr.splitlines() if re.match(r"[A-Za-z_.]*(Error|Exception): ", line)]
+    return f"fails: {errors[-1]}" if errors else f"fails with exit code {proc.returncode}"
 
 
 CONTENDERS = {  # name -> (recipe keys, plugin active)
@@ -208,7 +209,7 @@ def main() -> None:
             f"{name:22} {r['rss_mb']:11.0f} {extra(name, 'rss_mb'):9.0f} {r['tree_rss_mb']:11.0f} "
             f"{r['step_s']:7.3f} {extra(name, 'step_s'):8.3f}"
         )
-    print("lora: use_asft_loss    " + ending)
+    print(f"{'lora: use_asft_loss':22} {ending}")
     kl, asft = "full: kl_beta 0.1", "full: use_asft_loss"
     mem_ratio = extra(kl, "rss_mb") / extra(asft, "rss_mb")
     time_ratio = results[kl]["step_s"] / results[asft]["step_s"]

@@ -73,7 +73,13 @@ def train(
             err=True,
         )
         raise typer.Exit(2)
-    install()
+    from lfkit.plugin.errors import LfkitError
+
+    try:  # patches the LlamaFactory modules already imported; refuses in one line if a name moved
+        install()
+    except LfkitError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(1) from None
     from llamafactory.cli import main as llamafactory_main
 
     sys.argv = ["llamafactory-cli", "train", str(recipe), *ctx.args]

@@ -113,6 +113,18 @@ def _spans(rows: torch.Tensor, chunk: int) -> list[tuple[int, int, int]]:
     return spans
 
 
+def _gaps(spans: list[tuple[int, int, int]], n_rows: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the rows of ``[0, n_rows)`` that no span covers (spans are in row order)."""
+    gaps, end = [], 0
+    for first, _, length in spans:
+        if first > end:
+            gaps.append((end, first))
+        end = first + length
+    if end < n_rows:
+        gaps.append((end, n_rows))
+    return gaps
+
+
 class _ResponseLoss(torch.autograd.Function):
     """Summed cross-entropy and KL(p_ref || p_theta) over response rows, chunked over tokens.
 
@@ -128,10 +140,14 @@ class _ResponseLoss(torch.autograd.Function):
         vocab = logits.shape[-1]
         flat = logits.reshape(-1, vocab)
         total = ce_weight + kl_weight
-        grad = torch.zeros_like(flat) if ctx.needs_input_grad[0] and total else None
+        spans = _spans(rows, chunk)
+        grad = torch.empty_like(flat) if ctx.needs_input_grad[0] and total else None
+        if grad is not None:  # zero only the rows outside the response: the others are written below
+            for start, stop in _gaps(spans, flat.shape[0]):
+                grad[start:stop].zero_()
         ce_sum = torch.zeros((), dtype=torch.float32, device=logits.device)
         kl_sum = torch.zeros((), dtype=torch.float32, device=logits.device)
-        for first, pos, length in _spans(rows, chunk):
+        for first, pos, length in spans:
             tgt = targets[pos : pos + length, None]
             logp = torch.log_softmax(flat[first : first + length].float(), dim=-1)
             logq = torch.log_softmax(ref_logits(ref_hidden[pos : pos + length]).float(), dim=-1)
@@ -145,7 +161,8 @@ class _ResponseLoss(torch.autograd.Function):
                     g.scatter_add_(1, tgt, torch.full(tgt.shape, -ce_weight / total, device=g.device))
                 grad[first : first + length] = g
             del logp, logq, q
-        ctx.grad, ctx.total = (grad.view_as(logits) if grad is not None else None), total
+        ctx.grad, ctx.total, ctx.spans = grad, total, spans
+        ctx.shape = logits.shape
         objective = ce_weight * ce_sum + kl_weight * kl_sum
         ctx.mark_non_differentiable(ce_sum, kl_sum)
         return objective, ce_sum, kl_sum
@@ -155,7 +172,10 @@ class _ResponseLoss(torch.autograd.Function):
     def backward(ctx, grad_objective, _grad_ce, _grad_kl):
         grad, ctx.grad = ctx.grad, None  # used once: free it with the graph
         if grad is not None:
-            grad.mul_((grad_objective * ctx.total).to(grad.dtype))
+            scale = (grad_objective * ctx.total).to(grad.dtype)
+            for first, _, length in ctx.spans:  # the other rows are zero
+                grad[first : first + length].mul_(scale)
+            grad = grad.view(ctx.shape)
         return grad, None, None, None, None, None, None, None
 
 
