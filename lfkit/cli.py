@@ -203,7 +203,13 @@ def train(
             err=True,
         )
         raise typer.Exit(2)
-    install()
+    from lfkit.plugin.errors import LfkitError
+
+    try:  # patches the LlamaFactory modules already imported; refuses in one line if a name moved
+        install()
+    except LfkitError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(1) from None
     import threading
 
     from llamafactory.cli import main as llamafactory_main
@@ -221,6 +227,15 @@ def train(
     log = run_dir / "lfkit_train.log"
     typer.echo(f"training {recipe} -> {run_dir} (LlamaFactory's output: {log})")
     sys.argv = ["llamafactory-cli", "train", str(recipe), *ctx.args]
+    from lfkit.plugin.preflight import check_train_command
+
+    try:  # the plugin's fail-fast checks, on the screen before LlamaFactory's output goes to the log
+        check_train_command(sys.argv)
+    except LfkitError as err:
+        typer.echo(str(err), err=True)
+        raise typer.Exit(1) from None
+    # the hook wraps llamafactory-cli's main with the same checks: run what it wraps, once checked
+    llamafactory_main = getattr(llamafactory_main, "__wrapped__", llamafactory_main)
     status: int | str | None = 0
     done = threading.Event()
     with output_to_log(log, echo=verbose) as say:

@@ -5,7 +5,9 @@ interpreter start, including each rank that ``torchrun`` spawns. Importing it on
 finder on ``sys.meta_path``: nothing of LlamaFactory, torch or transformers is imported
 until the program itself imports a module listed in :data:`lfkit.plugin.patches.PATCHES`.
 Then that module runs as usual and the patches registered for it are applied right after,
-before anyone else sees it.
+before anyone else sees it: first every LlamaFactory name they rely on is checked (one line
+naming what moved, if anything did), then they run, then the names they replaced are rebound in
+the LlamaFactory modules that imported the originals (:mod:`lfkit.plugin.patching`).
 
 Set ``LFKIT_DISABLE_PLUGIN=1`` to run stock LlamaFactory (used for baselines).
 """
@@ -78,7 +80,8 @@ def install() -> bool:
     from lfkit.plugin.patches import PATCHES, apply_patches
 
     sys.meta_path.insert(0, _PostImportFinder(frozenset(PATCHES)))
-    # A module imported before the hook (``lfkit train`` after a user's own import) is patched now.
+    # A module imported before the hook (``lfkit train`` after a user's own import) is patched now,
+    # and the names it replaced are rebound where other LlamaFactory modules imported them.
     for name in PATCHES:
         if name in sys.modules:
             apply_patches(name, sys.modules[name])

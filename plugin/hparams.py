@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from types import ModuleType
 
+from lfkit.plugin.errors import ConfigError
 from llamafactory.hparams.finetuning_args import FinetuningArguments
 
 
@@ -120,6 +121,13 @@ class LfkitFinetuningArguments(FinetuningArguments):
             raise ValueError(f"kl_beta must be >= 0, got {self.kl_beta}.")
         if self.kl_beta > 0 and self.stage != "sft":
             raise ValueError(f"kl_beta applies to stage: sft only, got stage: {self.stage}.")
+        if self.kl_beta > 0 and self.pissa_init and self.kl_ref_model is None:
+            raise ConfigError(
+                "kl_beta with pissa_init needs kl_ref_model: PiSSA moves each weight's principal "
+                "components into the adapters, so the model with its adapters disabled is the PiSSA "
+                "residual, not the base model. Set kl_ref_model to the base model (one more frozen copy) "
+                "or drop pissa_init."
+            )
         _PARSED["finetuning_args"] = self  # for the data pipeline, see parsed_finetuning_args()
 
 

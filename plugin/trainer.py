@@ -18,9 +18,10 @@ class LfkitSeq2SeqTrainer(CustomSeq2SeqTrainer):
     ):
         kl_beta = getattr(finetuning_args, "kl_beta", 0.0)
         if kl_beta > 0:  # its reference goes through the parent's ref_model preparation (DeepSpeed, FSDP)
-            from lfkit.plugin.kl_loss import check_kl_args, load_reference_model
+            from lfkit.plugin.kl_loss import check_kl_args
+            from lfkit.plugin.kl_reference import load_reference_model
 
-            check_kl_args(finetuning_args, kwargs.get("model"))
+            check_kl_args(finetuning_args, kwargs.get("model"), kwargs.get("args"))
             ref_model = load_reference_model(finetuning_args, model_args)
         super().__init__(
             finetuning_args=finetuning_args,
@@ -36,8 +37,10 @@ class LfkitSeq2SeqTrainer(CustomSeq2SeqTrainer):
         self.kl_regulariser = None
         if kl_beta > 0:
             from lfkit.plugin.kl_loss import KLRegulariser
+            from lfkit.plugin.kl_reference import Reference
 
-            self.kl_regulariser = KLRegulariser(self, kl_beta)
+            reference = Reference(self.ref_model, self.accelerator.unwrap_model)
+            self.kl_regulariser = KLRegulariser(self, kl_beta, reference)
 
     def create_optimizer(self):
         """The parent's optimizer plus timeseries_sft_lr groups; writes lfkit_param_groups.json."""
@@ -59,7 +62,7 @@ class LfkitSeq2SeqTrainer(CustomSeq2SeqTrainer):
         """The parent's loss; with kl_beta > 0 in training, plus kl_beta * KL to the reference model."""
         if self.kl_regulariser is None or not model.training:
             return super().compute_loss(model, inputs, *args, **kwargs)
-        return self.kl_regulariser.compute_loss(model, inputs, super().compute_loss, *args, **kwargs)
+        return self.kl_regulariser.compute_loss(model, inputs, *args, **kwargs)
 
     def log(self, logs, *args, **kwargs):
         """The parent's log; with kl_beta > 0, training lines also carry ce_loss and kl_loss."""

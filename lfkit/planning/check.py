@@ -32,7 +32,6 @@ and local model/adapter paths. Values are read with OmegaConf, as LlamaFactory r
 from __future__ import annotations
 
 import contextlib
-import difflib
 import io
 import json
 import os
@@ -46,6 +45,7 @@ from typing import Any
 import yaml
 
 from lfkit.planning.recipe_yaml import load_values
+from lfkit.suggest import did_you_mean
 
 DEFAULT_DATASET_DIR = "data"
 _HUB_KEYS = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
@@ -171,8 +171,7 @@ def check_files(src: RecipeSource, root: Path) -> tuple[list[Problem], dict[str,
                 if not info:
                     break
                 if ds_name not in info:
-                    close = difflib.get_close_matches(ds_name, list(info), n=1)
-                    hint = f"; did you mean '{close[0]}'?" if close else ""
+                    hint = did_you_mean(ds_name, info)
                     problem(
                         k,
                         f"dataset '{ds_name}' is not registered in {data_dir_value}/dataset_info.json{hint}",
@@ -287,8 +286,7 @@ def parse_with_llamafactory(src: RecipeSource, tiny_model: Path) -> list[Problem
         if unused:
             known = _known_keys()
             for key in re.findall(r"'([^']+)'", unused.group(1)):
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f"; did you mean '{close[0]}'?" if close else ""
+                hint = did_you_mean(key, known)
                 problems.append(
                     Problem(name, key, src.lines.get(key), f"unknown key (LlamaFactory rejects it){hint}")
                 )
@@ -335,8 +333,7 @@ def _check_template(src: RecipeSource, model_args: Any, data_args: Any) -> list[
     if template is None:
         return []
     if template not in TEMPLATES:
-        close = difflib.get_close_matches(str(template), list(TEMPLATES), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
+        hint = did_you_mean(str(template), TEMPLATES)
         return [
             Problem(
                 str(src.path),
