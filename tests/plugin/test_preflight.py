@@ -13,6 +13,9 @@ import json
 import pytest
 from conftest import tiny_recipe
 
+# Each test starts a llamafactory-cli process (seconds of imports each): not for the fast lane.
+pytestmark = pytest.mark.train
+
 
 def _data(dataset_dir):
     rows = [{"instruction": f"Say hi {i}.", "input": "", "output": "Hi!"} for i in range(4)]
@@ -68,7 +71,6 @@ def test_bf16_without_a_bf16_gpu_is_refused_unless_use_cpu(recipe, run_train):
     assert "use_cpu: true to train in bf16 on the CPU" in line
 
 
-@pytest.mark.train
 def test_bf16_with_use_cpu_trains_in_bf16_on_the_cpu(recipe, run_train):
     """torch's CPU autocast runs bf16: the honest answer to bf16 on the CPU is to allow it when asked."""
     run = run_train(recipe(bf16=True, use_cpu=True, max_steps=1)).check()
