@@ -27,9 +27,11 @@ derived from what PyTorch, transformers 5, PEFT, bitsandbytes and DeepSpeed allo
   SwiGLU and never materialise the full logits.
 * **logits**: the loss's backward peak is 12 bytes per [token x vocabulary] entry (the fp32
   log-softmax output cross-entropy saves, its incoming gradient and the gradient it produces; the
-  bf16 logits are gone by then). ``kl_beta`` adds the KL term's float32 tensors (the reference's
-  log-probabilities, the model's, and their gradient: 12 bytes per response entry) and keeps the
-  bf16 logits alive (2 per entry); response tokens are taken as all tokens (an upper bound).
+  bf16 logits are gone by then). ``kl_beta`` replaces that loss (:mod:`lfkit.plugin.kl_loss`): the
+  model runs without labels, so there is no float32 copy; the chunked CE+KL keeps the model's logits
+  and fills one logits-shaped gradient buffer in the forward (2 x the compute dtype per entry), plus a
+  few float32 ``[chunk x vocabulary]`` temporaries and the reference's hidden states at the response
+  positions (response tokens taken as all tokens: an upper bound).
 * **CUDA context** (and NCCL's buffers in a distributed run), outside PyTorch's allocator but in
   ``nvidia-smi``; and the **allocator reserve**: PyTorch's caching allocator holds more than the
   tensors alive at the peak (rounding and fragmentation).
@@ -53,8 +55,11 @@ CUDA_CONTEXT_BYTES = 0.6 * GIB  # CUDA context + cuBLAS/cuDNN workspaces, outsid
 NCCL_BUFFERS_BYTES = 0.25 * GIB  # NCCL communicators' buffers when torch.distributed is initialised
 ALLOCATOR_RESERVE = 0.05  # caching-allocator overhead, as a fraction of the tensors alive at the peak
 LOGIT_PEAK_BYTES = 12  # per [token x vocab] entry at the loss's backward (3 fp32 tensors)
-KL_BYTES_PER_ENTRY = 12  # kl_beta: reference log-probs, model log-probs, their gradient (fp32)
-KL_HELD_LOGITS_BYTES = 2  # kl_beta: the bf16 logits stay referenced while the KL term is built
+# kl_beta (lfkit.plugin.kl_loss): the model's logits and the gradient buffer the chunked loss fills in
+# the forward, per entry and per byte of the compute dtype; and its float32 [chunk x vocab] temporaries
+# (CHUNK_ELEMENTS = 2**22 elements each, about four alive at a time).
+KL_LOGITS_COPIES = 2
+KL_CHUNK_BYTES = 4 * (1 << 22) * 4
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit + 8-bit absmax per 64 + fp32 per 256 blocks
 NF4_BYTES_NO_DOUBLE_QUANT = 0.5 + 4 / 64
 INT8_BYTES = 1.0 + 4 / 4096
@@ -224,15 +229,17 @@ def _activation_phase(shape: ModelShape, setup: TrainingSetup) -> tuple[float, f
         chunk = 2 ** math.ceil(math.log2(max(1, math.ceil(tokens / math.ceil(vocab / h)))))
         logits = chunk * vocab * (b + 4) + tokens * h * 4
         note = "logits: Liger's fused linear cross-entropy (chunked, never the full [tokens x vocab])"
+    elif setup.kl_beta > 0:
+        per_entry = KL_LOGITS_COPIES * b
+        logits = tokens * vocab * per_entry + KL_CHUNK_BYTES + tokens * h * b  # + reference hidden states
+        note = (
+            f"logits: kl_beta's chunked CE+KL, {per_entry} bytes per [token x vocab] entry (the logits and "
+            "their gradient buffer) + float32 chunks + the reference's hidden states (all tokens taken as "
+            "response tokens: an upper bound)"
+        )
     else:
         logits = tokens * vocab * LOGIT_PEAK_BYTES
         note = f"logits: {LOGIT_PEAK_BYTES} bytes per [token x vocab] entry (fp32 log-softmax, gradients)"
-    if setup.kl_beta > 0:
-        logits += tokens * vocab * (KL_BYTES_PER_ENTRY + KL_HELD_LOGITS_BYTES)
-        note += (
-            f"; kl_beta adds {KL_BYTES_PER_ENTRY + KL_HELD_LOGITS_BYTES} per entry "
-            "(all tokens taken as response tokens: an upper bound)"
-        )
     return saved, logits, recompute + workspace, note
 
 
