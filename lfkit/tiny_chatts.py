@@ -96,6 +96,7 @@ def build_tiny_chatts(
     patch_size: int = 4,
     encoder_layers: int = 2,
     use_position_embedding: bool = True,
+    max_sequence_length: int = 1024,
     seed: int = 0,
 ) -> Path:
     """Write tokenizer, random-weight model, remote code and processor config to ``out_dir``."""
@@ -124,7 +125,7 @@ def build_tiny_chatts(
             "num_features": 2,
             "hidden_size": hidden_size,
             "num_layers": encoder_layers,
-            "max_sequence_length": 64,
+            "max_sequence_length": max_sequence_length,
             "use_position_embedding": use_position_embedding,
             "embedding_dim": 4,
         },

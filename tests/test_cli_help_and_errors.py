@@ -164,4 +164,11 @@ def test_lfkit_train_is_quiet_and_keeps_the_log(tiny_model, tmp_path):
 
     bad = subprocess.run([*cmd, "kl_betta=0.1"], env=train_env(), capture_output=True, text=True, timeout=600)
     assert bad.returncode != 0
-    assert "kl_betta" in bad.stderr and "lfkit_train.log" in bad.stderr
+    # the plugin's fail-fast check answers before LlamaFactory starts: one line, on the screen
+    assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+    assert "unknown key 'kl_betta'" in bad.stderr and "did you mean 'kl_beta'?" in bad.stderr
+    # what only LlamaFactory itself refuses (once it runs) ends with the log that holds its output
+    refused = subprocess.run(
+        [*cmd, "template=no_such_template"], env=train_env(), capture_output=True, text=True, timeout=600
+    )
+    assert refused.returncode != 0 and "lfkit_train.log" in refused.stderr

@@ -153,6 +153,33 @@ def resolve_overlong(dataset, cutoff_len: int, drop: bool, what: str):
     )
 
 
+def check_series_lengths(payloads, spec, what: str) -> None:
+    """Refuse, all at once, rows with a series longer than the encoder's position embedding reaches.
+
+    ChatTS encoders with a position embedding (``ts.use_position_embedding``) have no position
+    beyond ``ts.max_sequence_length``: a longer series would stop the run at its first batch with
+    an ``IndexError`` deep in the remote code, after the model has loaded.
+    """
+    if spec.max_length is None:
+        return
+
+    rows = []
+    for payload in payloads:
+        series, source = decode_payload(payload)
+        longest = max((len(s) for s in series), default=0)
+        if longest > spec.max_length:
+            rows.append((source, longest))
+    if rows:
+        first = "; ".join(f"{source} ({length} points)" for source, length in rows[:SHOWN])
+        raise ValueError(
+            f"{len(rows)} of {len(payloads)} ChatTS {what} rows have a series longer than the model's "
+            f"ts.max_sequence_length {spec.max_length}, beyond which its encoder has no position: "
+            f"{first}{'; ...' if len(rows) > SHOWN else ''}. Convert the data with "
+            f"`lfkit data convert timeseries --max-series-length {spec.max_length}`, which rejects such "
+            "records with their file and line, or shorten (downsample) those series."
+        )
+
+
 def _refuse_streamed_row(row, cutoff_len: int):
     if row[OVERLONG]:
         mark = json.loads(row[OVERLONG])
@@ -208,9 +235,12 @@ def patch_loader(module: ModuleType) -> None:
         out = original(
             dataset, data_args, training_args, stage, template, tokenizer, processor, is_eval=is_eval
         )
+        what = "evaluation" if is_eval else "training"
         if series and (data_args.streaming or OVERLONG in out.column_names):
             drop = bool(getattr(keys, "timeseries_drop_overlong", False))
-            out = resolve_overlong(out, data_args.cutoff_len, drop, "evaluation" if is_eval else "training")
+            out = resolve_overlong(out, data_args.cutoff_len, drop, what)
+        if series and not data_args.streaming and FEATURE in (out.column_names or ()):
+            check_series_lengths(out[FEATURE], spec_for_tokenizer(tokenizer), what)
         return out
 
     module._get_preprocessed_dataset = _get_preprocessed_dataset

@@ -22,6 +22,9 @@ class TimeSeriesSpec:
     start_id: int
     end_id: int
     patch_size: int
+    max_length: int | None = None
+    """Longest series the encoder can place: ``ts.max_sequence_length`` (``ts.max_length`` in older
+    configs) when the encoder has a position embedding, which has no row beyond it; None otherwise."""
 
 
 @lru_cache(maxsize=8)
@@ -47,7 +50,10 @@ def spec_from_config(config: dict | object, where: str) -> TimeSeriesSpec:
             f"{where}: not a ChatTS model: its config lacks ts_token_start_index, ts_token_end_index "
             "or ts.patch_size, so time series cannot be placed (use a ChatTS checkpoint)."
         )
-    return TimeSeriesSpec(int(start), int(end), int(ts["patch_size"]))
+    limit = ts.get("max_sequence_length", ts.get("max_length"))
+    positional = bool(ts.get("use_position_embedding", False))
+    max_length = int(limit) if positional and limit is not None else None
+    return TimeSeriesSpec(int(start), int(end), int(ts["patch_size"]), max_length)
 
 
 def spec_for_tokenizer(tokenizer) -> TimeSeriesSpec:
