@@ -1,22 +1,31 @@
-"""Benchmark ``lfkit data convert`` on a generated 200+ MB role-play JSONL (not a test).
+"""Benchmark ``lfkit data convert`` against the bare JSON parse of the same file (not a test).
 
-Run: ``.venv/bin/python benchmarks/bench_convert.py [--size-mb 220] [--max-per-role 50]``
+Run: ``.venv/bin/python benchmarks/bench_convert.py [--scenario tenth|third|all] [--repeat 3]``
 
-It generates, in a temporary directory, a dialogue JSONL shaped like real role-play corpora
-(many roles, 1 to a few hundred conversations per role, 2-24 turns each), then measures in the
-same run, on the same file (warm in the page cache for every contender):
+Each scenario generates, in a temporary directory, a role-play JSONL shaped like real corpora
+(many roles, heavy-tailed conversations per role) and measures in the same run, on the same
+file (warm in the page cache for every contender):
 
-1. a bare orjson parse loop over the file: the floor any JSONL converter pays;
-2. ``lfkit data convert`` as a subprocess (end-to-end wall time, interpreter start included),
-   with its peak RSS read from ``os.wait4``'s resource usage of that very child;
-3. with ``--baseline-lfkit PATH``, another installation's ``lfkit data convert`` (an earlier
-   version, e.g. the main branch's ``.venv/bin/lfkit``) with the same options, its runs
-   interleaved with 2.'s so both see the same machine load;
-4. a straightforward pandas script as a subprocess: ``read_json(lines=True)``, a per-role
-   ``groupby().sample()`` capped at N per role, ``to_json(lines=True)``; its peak RSS too.
+1. a bare orjson parse loop over the file, in-process: the floor of any converter that
+   parses every record;
+2. ``lfkit data convert`` as a subprocess (end-to-end wall time, interpreter start
+   included, with its default workers, and with ``--workers 1``), with its peak RSS (``ru_maxrss``
+   of that child and its workers, and the sampled sum over all of them);
+3. with ``--baseline-lfkit PATH``, another installation's ``lfkit data convert`` with the same
+   options (an earlier version), its runs interleaved with 2.'s;
+4. with ``--pandas``, a straightforward pandas script (``read_json(lines=True)``, per-role
+   ``groupby().sample()``, ``to_json``).
 
-It prints throughput (MB/s, records/s), lfkit's rate as a ratio of the bare-parse rate
-(target >= 0.5), of the baseline's and of the pandas rate, and the peak RSS (target < 500 MB).
+Scenarios (the targets of issue 15):
+
+* ``tenth``: 220 MB of long conversations (2-24 turns) over ~6,000 roles, ``--max-per-role 1``:
+  about 8% of the records are kept. Target: lfkit's rate >= 1.0x the bare-parse rate.
+* ``third``: ~450,000 short conversations (1-3 exchanges) over 110,000 roles,
+  ``--max-per-role 2``: about a third are kept. Target: >= 0.5x.
+
+Also measured: the fixed cost, ``lfkit data convert`` of a one-line file (median of 7 runs;
+target < 0.2 s), beside ``python -c pass``. It prints the ratios (wall clock and CPU time) and
+the peak RSS (target < 500 MB). Timings on a loaded machine are only comparable within a run.
 """
 
 from __future__ import annotations
@@ -24,12 +33,14 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -48,17 +59,18 @@ def _text(rng: random.Random, lo: int, hi: int) -> str:
     return " ".join(rng.choices(WORDS, k=rng.randint(lo, hi))).capitalize() + "."
 
 
-def generate(path: Path, size_mb: float, seed: int = 0) -> tuple[int, int]:
-    """Write a role-play JSONL of at least ``size_mb`` MB; returns (records, roles)."""
+def generate_long(path: Path, size_mb: float, seed: int = 0, alpha: float = 0.8) -> tuple[int, list[int]]:
+    """Long role-play conversations until ``size_mb``; returns (records, conversations per role)."""
     rng = random.Random(seed)
     target = int(size_mb * 1_000_000)
-    written = records = roles = 0
+    written = records = 0
+    sizes: list[int] = []
     with open(path, "wb", buffering=1 << 20) as fh:
         while written < target:
-            roles += 1
-            role = f"char_{roles:06d}"
+            role = f"char_{len(sizes):06d}"
             persona = f"You are {role}, " + _text(rng, 20, 80)
-            n_conv = min(int(rng.paretovariate(0.9)), 400)  # 1 .. 400, heavy tailed like real corpora
+            n_conv = min(int(rng.paretovariate(alpha)), 400)  # 1 .. 400, heavy tailed like real corpora
+            sizes.append(n_conv)
             for _ in range(n_conv):
                 turns = []
                 for _ in range(rng.randint(1, 12)):
@@ -68,11 +80,27 @@ def generate(path: Path, size_mb: float, seed: int = 0) -> tuple[int, int]:
                 fh.write(line)
                 written += len(line)
                 records += 1
-    return records, roles
+    return records, sizes
+
+
+def generate_short(path: Path, roles: int = 110_000, seed: int = 0) -> tuple[int, list[int]]:
+    """~4.2 short conversations per role on average, 62% of the roles with one; shuffled."""
+    rng = random.Random(seed)
+    sizes = [1 if rng.random() < 0.62 else 2 + int(rng.expovariate(1 / 7.5)) for _ in range(roles)]
+    order = [r for r, n in enumerate(sizes) for _ in range(n)]
+    rng.shuffle(order)
+    with open(path, "wb", buffering=1 << 20) as fh:
+        for r in order:
+            turns = []
+            for _ in range(rng.randint(1, 3)):
+                turns.append({"role": "user", "content": _text(rng, 3, 15)})
+                turns.append({"role": "assistant", "content": _text(rng, 5, 25)})
+            fh.write(orjson.dumps({"user_id": f"u{r:06d}", "messages": turns}) + b"\n")
+    return len(order), sizes
 
 
 def bare_parse(path: Path) -> tuple[float, float]:
-    """(wall, CPU) seconds for ``orjson.loads`` of every line: the floor of any converter."""
+    """(wall, CPU) seconds for ``orjson.loads`` of every line: the floor of a full-parse converter."""
     wall, cpu = time.perf_counter(), time.process_time()
     with open(path, "rb", buffering=1 << 20) as fh:  # 1 MiB buffer: the fastest plain loop
         for line in fh:
@@ -113,7 +141,7 @@ class TreeRss:
         return self.peak_mb
 
 
-def run_child(cmd: list[str]) -> dict[str, float]:
+def run_child(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
     """Run ``cmd``; wall seconds, CPU seconds (user+sys, its workers included) and peak RSS.
 
     ``rss_mb`` is ru_maxrss from ``os.wait4`` for that very child: the largest single process
@@ -121,7 +149,7 @@ def run_child(cmd: list[str]) -> dict[str, float]:
     over the child and all its workers alive at the same time.
     """
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     tree = TreeRss(proc.pid)
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     _, status, usage = os.wait4(proc.pid, 0)
@@ -139,6 +167,7 @@ def best(runs: list[dict[str, float]]) -> dict[str, float]:
     fastest = dict(min(runs, key=lambda r: r["wall"]))
     for key in ("rss_mb", "tree_rss_mb"):
         fastest[key] = max(r[key] for r in runs)
+    fastest["walls"] = [r["wall"] for r in runs]
     return fastest
 
 
@@ -155,82 +184,138 @@ PANDAS_SCRIPT = textwrap.dedent(
 )
 
 
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    cap: int
+    target: float  # lfkit rate / bare-parse rate, wall clock
+
+
+SCENARIOS = {"tenth": Scenario("tenth", 1, 1.0), "third": Scenario("third", 2, 0.5)}
+
+
+def measure(scenario: Scenario, args: argparse.Namespace, tmp: Path, lfkit: Path) -> None:
+    src = tmp / f"{scenario.name}.jsonl"
+    t0 = time.perf_counter()
+    if scenario.name == "tenth":
+        records, sizes = generate_long(src, args.size_mb)
+    else:
+        records, sizes = generate_short(src)
+    kept = sum(min(scenario.cap, n) for n in sizes)
+    size_mb = src.stat().st_size / 1e6
+    print(
+        f"\n== {scenario.name}: {size_mb:.1f} MB, {records:,} conversations, {len(sizes):,} roles, "
+        f"--max-per-role {scenario.cap} keeps {kept:,} ({kept / records:.1%}); generated in "
+        f"{time.perf_counter() - t0:.1f} s; load average before: {os.getloadavg()[0]:.2f}"
+    )
+    bare_parse(src)  # warm the page cache so every contender reads from memory
+    options = ["--name", "bench", "--role-key", "user_id", "--max-per-role", str(scenario.cap), "--seed", "0"]
+
+    def convert_cmd(executable: Path, out: str, *extra: str) -> list[str]:
+        return [str(executable), "data", "convert", str(src), "--out", str(tmp / out), *options, *extra]
+
+    bare_runs, lf_runs, one_runs, base_runs = [], [], [], []
+    for _ in range(args.repeat):  # interleaved: every contender sees the same load
+        bare_runs.append(bare_parse(src))
+        lf_runs.append(run_child(convert_cmd(lfkit, "out")))
+        one_runs.append(run_child(convert_cmd(lfkit, "out1", "--workers", "1")))
+        if args.baseline_lfkit:
+            base_runs.append(run_child(convert_cmd(args.baseline_lfkit, "out_baseline")))
+    bare = {
+        "wall": min(w for w, _ in bare_runs),
+        "cpu": min(c for _, c in bare_runs),
+        "walls": [w for w, _ in bare_runs],
+    }
+    lf, one = best(lf_runs), best(one_runs)
+    rows = [
+        ("bare orjson parse loop (in-process)", bare),
+        ("lfkit data convert", lf),
+        ("lfkit ... --workers 1", one),
+    ]
+    if args.baseline_lfkit:
+        rows.append(("baseline lfkit data convert", best(base_runs)))
+    if args.pandas:
+        pd_cmd = [
+            sys.executable,
+            "-c",
+            PANDAS_SCRIPT,
+            str(src),
+            str(tmp / "pandas.jsonl"),
+            str(scenario.cap),
+            "0",
+        ]
+        rows.append(
+            ("pandas read_json+groupby.sample", best([run_child(pd_cmd) for _ in range(args.repeat)]))
+        )
+    header = f"{'wall s':>7} {'CPU s':>7} {'MB/s':>7} {'records/s':>10} {'peak RSS MB':>11}"
+    print(f"{'contender':36} {header} {'tree RSS MB':>11}")
+    for label, r in rows:
+        rss = f"{r['rss_mb']:11.0f}" if "rss_mb" in r else f"{'-':>11}"
+        tree = f"{r['tree_rss_mb']:11.0f}" if r.get("tree_rss_mb") else f"{'-':>11}"
+        rate = f"{size_mb / r['wall']:7.1f} {records / r['wall']:10,.0f}"
+        print(f"{label:36} {r['wall']:7.2f} {r['cpu']:7.2f} {rate} {rss} {tree}")
+    walls = f"bare {_list(bare['walls'])}; lfkit {_list(lf['walls'])}; --workers 1 {_list(one['walls'])}"
+    print(f"wall times of every run: {walls}")
+    print(f"load average after: {os.getloadavg()[0]:.2f} (other work on the machine slows the wall times)")
+    for label, r in (("lfkit", lf), ("lfkit --workers 1", one)):
+        print(
+            f"{label} rate / bare-parse rate: wall clock {bare['wall'] / r['wall']:.2f} "
+            f"(target >= {scenario.target}), CPU time {bare['cpu'] / r['cpu']:.2f}"
+        )
+    if args.baseline_lfkit:
+        base = rows[3][1]
+        ratio = f"wall clock {base['wall'] / lf['wall']:.2f}, CPU {base['cpu'] / lf['cpu']:.2f}"
+        print(f"lfkit rate / baseline rate: {ratio}")
+        same = (tmp / "out" / "bench.jsonl").read_bytes() == (
+            tmp / "out_baseline" / "bench.jsonl"
+        ).read_bytes()
+        print(
+            f"training files byte-identical to the baseline's: {'yes' if same else 'no (a different draw)'}"
+        )
+    same = (tmp / "out" / "bench.jsonl").read_bytes() == (tmp / "out1" / "bench.jsonl").read_bytes()
+    print(f"training files byte-identical with 1 and with the default workers: {'yes' if same else 'NO'}")
+    print(
+        f"lfkit peak RSS: {max(lf['rss_mb'], one['rss_mb']):.0f} MB largest process, "
+        f"{max(lf['tree_rss_mb'], one['tree_rss_mb']):.0f} MB all its processes together (target < 500 MB)"
+    )
+
+
+def fixed_cost(tmp: Path, lfkit: Path, runs: int = 7) -> None:
+    """``lfkit data convert`` of a one-line file, and an empty interpreter, median of ``runs``."""
+    src = tmp / "one.jsonl"
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]
+    src.write_bytes(orjson.dumps({"user_id": "a", "messages": turns}) + b"\n")
+    cmd = [str(lfkit), "data", "convert", str(src), "--out", str(tmp / "one"), "--name", "one"]
+    convert = [run_child(cmd) for _ in range(runs)]
+    empty = [run_child([sys.executable, "-c", "pass"]) for _ in range(runs)]
+    wall = statistics.median(r["wall"] for r in convert)
+    print(
+        f"\n== fixed cost: lfkit data convert of a one-line file: median {wall:.3f} s wall, "
+        f"{statistics.median(r['cpu'] for r in convert):.3f} s CPU (target < 0.2 s); python -c pass: "
+        f"{statistics.median(r['wall'] for r in empty):.3f} s; load average {os.getloadavg()[0]:.2f}"
+    )
+
+
+def _list(values: list[float]) -> str:
+    return "/".join(f"{v:.2f}" for v in values)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size-mb", type=float, default=220.0, help="size of the generated input")
-    parser.add_argument("--max-per-role", type=int, default=50, help="per-role cap for both contenders")
+    parser.add_argument("--scenario", choices=["tenth", "third", "all"], default="all")
+    parser.add_argument("--size-mb", type=float, default=220.0, help="size of the tenth scenario's input")
     parser.add_argument("--repeat", type=int, default=3, help="runs per contender; the fastest is reported")
-    parser.add_argument("--workers", type=int, default=None, help="lfkit --workers (default: its own)")
-    parser.add_argument("--skip-pandas", action="store_true", help="skip the (memory-hungry) pandas run")
+    parser.add_argument("--pandas", action="store_true", help="also time the (memory-hungry) pandas script")
     parser.add_argument(
         "--baseline-lfkit", type=Path, default=None, help="another lfkit executable to compare (same options)"
     )
     args = parser.parse_args()
     lfkit = Path(sys.executable).parent / "lfkit"
+    print(f"CPUs: {os.cpu_count()}, load average: {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory(prefix="lfkit-bench-") as tmp:
-        src = Path(tmp) / "roleplay.jsonl"
-        t0 = time.perf_counter()
-        records, roles = generate(src, args.size_mb)
-        size_mb = src.stat().st_size / 1e6
-        print(
-            f"input: {size_mb:.1f} MB, {records:,} conversations, {roles:,} roles "
-            f"(generated in {time.perf_counter() - t0:.1f} s); CPUs: {os.cpu_count()}, "
-            f"load average before: {os.getloadavg()[0]:.2f}"
-        )
-        bare_parse(src)  # warm the page cache so every contender reads from memory
-        bare_runs = [bare_parse(src) for _ in range(args.repeat)]
-        bare = {"wall": min(w for w, _ in bare_runs), "cpu": min(c for _, c in bare_runs)}
-        options = ["--name", "bench", "--role-key", "user_id", "--max-per-role", str(args.max_per_role)]
-        options += ["--val-ratio", "0.05", "--seed", "0"]
-        options += ["--workers", str(args.workers)] if args.workers else []
-
-        def convert_cmd(executable: Path, out: str) -> list[str]:
-            return [str(executable), "data", "convert", str(src), "--out", str(Path(tmp) / out), *options]
-
-        lf_runs, base_runs = [], []
-        for _ in range(args.repeat):  # interleaved: both see the same load
-            lf_runs.append(run_child(convert_cmd(lfkit, "out")))
-            if args.baseline_lfkit:
-                base_runs.append(run_child(convert_cmd(args.baseline_lfkit, "out_baseline")))
-        lf = best(lf_runs)
-        rows = [("bare orjson parse loop (in-process)", bare), ("lfkit data convert", lf)]
-        if args.baseline_lfkit:
-            base = best(base_runs)
-            rows.append(("baseline lfkit data convert", base))
-            same = (Path(tmp) / "out" / "bench.jsonl").read_bytes() == (
-                Path(tmp) / "out_baseline" / "bench.jsonl"
-            ).read_bytes()
-        if not args.skip_pandas:
-            pd_cmd = [sys.executable, "-c", PANDAS_SCRIPT, str(src), str(Path(tmp) / "pandas.jsonl")]
-            pd_cmd += [str(args.max_per_role), "0"]
-            pdr = best([run_child(pd_cmd) for _ in range(args.repeat)])
-            rows.append(("pandas read_json+groupby.sample", pdr))
-        print(
-            f"{'contender':36} {'wall s':>7} {'CPU s':>7} {'MB/s':>7} {'records/s':>10} "
-            f"{'peak RSS MB':>11} {'tree RSS MB':>11}"
-        )
-        for label, r in rows:
-            rss = f"{r['rss_mb']:11.0f}" if "rss_mb" in r else f"{'-':>11}"
-            tree = f"{r['tree_rss_mb']:11.0f}" if r.get("tree_rss_mb") else f"{'-':>11}"
-            print(
-                f"{label:36} {r['wall']:7.2f} {r['cpu']:7.2f} {size_mb / r['wall']:7.1f} "
-                f"{records / r['wall']:10,.0f} {rss} {tree}"
-            )
-        print(
-            f"load average after: {os.getloadavg()[0]:.2f} (other work on the machine slows the wall times)"
-        )
-        print(f"lfkit rate / bare-parse rate, wall clock: {bare['wall'] / lf['wall']:.2f} (target >= 0.5)")
-        print(f"lfkit rate / bare-parse rate, CPU time:   {bare['cpu'] / lf['cpu']:.2f}")
-        if args.baseline_lfkit:
-            print(f"lfkit rate / baseline rate, wall clock: {base['wall'] / lf['wall']:.2f}")
-            print(f"lfkit rate / baseline rate, CPU time:   {base['cpu'] / lf['cpu']:.2f}")
-            print(f"training files byte-identical to the baseline's: {'yes' if same else 'NO'}")
-        if not args.skip_pandas:
-            print(f"lfkit rate / pandas rate, wall clock: {pdr['wall'] / lf['wall']:.2f}")
-        print(
-            f"lfkit peak RSS: {lf['rss_mb']:.0f} MB largest process, "
-            f"{lf['tree_rss_mb']:.0f} MB all its processes together (target < 500 MB)"
-        )
+        fixed_cost(Path(tmp), lfkit)
+        for name in ("tenth", "third") if args.scenario == "all" else (args.scenario,):
+            measure(SCENARIOS[name], args, Path(tmp), lfkit)
 
 
 if __name__ == "__main__":

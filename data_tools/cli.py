@@ -17,16 +17,16 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+from lfkit.data_tools.core.cli import PlainCommand, PlainGroup
 from lfkit.data_tools.dialogue import cli as dialogue_cli
 from lfkit.data_tools.timeseries import cli as timeseries_cli
-from typer.core import TyperGroup
 
 KINDS = ("dialogue", "timeseries")
 DEFAULT_KIND = "dialogue"
 HELP_OPTIONS = ("--help", "-h")
 
 
-class KindGroup(TyperGroup):
+class KindGroup(PlainGroup):
     """A group whose sub-commands are the kinds of data, reachable by ``--kind`` too.
 
     ``convert FILES --kind timeseries`` (``--kind`` anywhere, or ``--kind=...``) and plain
@@ -109,6 +109,7 @@ def _owner(group: KindGroup, name: str, option: str) -> str | None:
 
 
 app = typer.Typer(
+    cls=PlainGroup,
     help="Convert dialogue and ChatTS time-series JSONL into LlamaFactory datasets; report statistics.",
     no_args_is_help=True,
     rich_markup_mode="markdown",
@@ -127,9 +128,9 @@ stats_app = typer.Typer(
     help="Report statistics: `stats dialogue ...` (per role, duplicates, steps and hours) or "
     "`stats timeseries ...` (sequence budget); `stats FILES ... --kind ...` works too.",
 )
-convert_app.command("dialogue")(dialogue_cli.convert)
-convert_app.command("timeseries")(timeseries_cli.convert)
-stats_app.command("dialogue")(dialogue_cli.stats)
-stats_app.command("timeseries")(timeseries_cli.stats)
+convert_app.command("dialogue", cls=PlainCommand)(dialogue_cli.convert)
+convert_app.command("timeseries", cls=PlainCommand)(timeseries_cli.convert)
+stats_app.command("dialogue", cls=PlainCommand)(dialogue_cli.stats)
+stats_app.command("timeseries", cls=PlainCommand)(timeseries_cli.stats)
 app.add_typer(convert_app, name="convert")
 app.add_typer(stats_app, name="stats")

@@ -95,6 +95,22 @@ def atomic_dir(path: str | os.PathLike[str], *, exist_ok: bool = False) -> Itera
     _fsync_dir(target.parent)
 
 
+def _replace_dir(tmp: str, target: Path) -> None:
+    """Put the directory ``tmp`` where ``target`` is (a directory or a file, replaced)."""
+    import shutil
+
+    old = None
+    if target.is_dir() and not target.is_symlink():
+        old = tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent)
+        os.rmdir(old)
+        os.rename(target, old)
+    elif target.exists() or target.is_symlink():
+        target.unlink()
+    os.rename(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def _final_mode(target: Path) -> int:
     """Keep the mode of the file being replaced; a new file gets the usual 0o666 minus umask."""
     try:
@@ -103,6 +119,15 @@ def _final_mode(target: Path) -> int:
         umask = os.umask(0)
         os.umask(umask)
         return 0o666 & ~umask
+
+
+def _dir_mode(target: Path) -> int:
+    """Keep the mode of the directory being replaced; a new one gets 0o777 minus umask."""
+    if target.is_dir():
+        return target.stat().st_mode & 0o7777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o777 & ~umask
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -132,7 +157,7 @@ class AtomicGroup:
     """
 
     def __init__(self, tmp_dir: str | os.PathLike[str] | None = None) -> None:
-        self._staged: dict[Path, tuple[str, IO[Any]]] = {}
+        self._staged: dict[Path, tuple[str, IO[Any] | None]] = {}  # None: a staged directory
         self._tmp_dir = None if tmp_dir is None else Path(tmp_dir)
 
     def open(self, path: str | os.PathLike[str], mode: str = "wb", **open_kwargs: Any) -> IO[Any]:
@@ -157,9 +182,30 @@ class AtomicGroup:
         self._staged[target] = (tmp_name, fh)
         return fh
 
+    def stage_dir(self, path: str | os.PathLike[str]) -> Path:
+        """An empty temporary directory that replaces the directory (or file) ``path`` on publish.
+
+        For outputs that are a folder of files (Parquet shards written by several processes).
+        Publishing moves the previous ``path`` aside and the new folder into place (two renames,
+        so another process may, for an instant, see no ``path``), then deletes the old one.
+        """
+        target = Path(path)
+        if target in self._staged:
+            raise ValueError(f"{target} is already staged")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=self._tmp_dir or target.parent)
+        os.chmod(tmp, _dir_mode(target))
+        self._staged[target] = (tmp, None)
+        return Path(tmp)
+
     def discard(self, path: str | os.PathLike[str]) -> None:
         """Drop one staged output: its previous file stays as it was."""
         tmp_name, fh = self._staged.pop(Path(path))
+        if fh is None:
+            import shutil
+
+            shutil.rmtree(tmp_name, ignore_errors=True)
+            return
         fh.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
@@ -172,12 +218,16 @@ class AtomicGroup:
     def publish(self) -> None:
         """Flush and fsync every staged file, then rename each onto its destination, in order."""
         for _, fh in self._staged.values():
-            fh.flush()
-            os.fsync(fh.fileno())
-            fh.close()
+            if fh is not None:
+                fh.flush()
+                os.fsync(fh.fileno())
+                fh.close()
         staged = list(self._staged.items())
-        for target, (tmp_name, _) in staged:
-            os.replace(tmp_name, target)
+        for target, (tmp_name, fh) in staged:
+            if fh is None:
+                _replace_dir(tmp_name, target)
+            else:
+                os.replace(tmp_name, target)
             del self._staged[target]
         for directory in {target.parent for target, _ in staged}:
             _fsync_dir(directory)

@@ -23,6 +23,7 @@ from typer.core import TyperOption
 from lfkit import __version__
 from lfkit.cli_errors import plain_message
 from lfkit.data_tools.cli import app as data_app
+from lfkit.data_tools.core.cli import PlainGroup
 from lfkit.planning.cli import plan_app, recipe_app
 from lfkit.reporting.cli import app as results_app
 
@@ -63,6 +64,7 @@ class LfkitTyper(typer.Typer):
 
 
 app = LfkitTyper(
+    cls=PlainGroup,  # --help / --version / completion checked without pydantic (lfkit.data_tools.core.cli)
     name="lfkit",
     help="Data tools, recipes, a LlamaFactory plugin and results tooling for Qwen and ChatTS fine-tuning.",
     no_args_is_help=True,

@@ -45,6 +45,15 @@ def plain_message(exc: BaseException) -> str:
     )
 
 
+def expected_message(exc: BaseException) -> str:
+    """The sentence for an error a command expects and reports itself (bad input, a path in the way).
+
+    An :class:`OSError` gets the same plain sentence as :func:`plain_message`; any other exception's
+    own text is already written for the user.
+    """
+    return _os_message(exc) if isinstance(exc, OSError) else str(exc)
+
+
 def _os_message(exc: OSError) -> str:
     import os
 

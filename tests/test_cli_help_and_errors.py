@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+from pathlib import Path
 
 import pytest
 import typer
@@ -64,6 +65,19 @@ def test_out_path_that_is_a_file_is_one_sentence_naming_it(tmp_path, capsys):
     assert str(afile) in err and "already exists" in err and "choose another path" in err
     assert "Errno" not in err and "Traceback" not in err and "FileExistsError" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("kind", ["dialogue", "timeseries"])
+def test_data_convert_out_that_is_a_file_is_one_sentence_naming_it(kind, tmp_path, capsys):
+    """The issue's own example: `lfkit data convert ... --out afile` once printed "[Errno 17] ..."."""
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory\n")
+    sample = {"dialogue": "roleplay_sample.jsonl", "timeseries": "chatts_sample.jsonl"}[kind]
+    source = Path(__file__).parents[1] / "data_tools" / "samples" / sample
+    code, out, err = _run(["data", "convert", kind, str(source), "--out", str(afile), "--name", "x"], capsys)
+    assert code == 1
+    assert str(afile) in err and "Errno" not in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and "nothing was written" in err
 
 
 def test_debug_shows_the_real_exception(tmp_path, capsys):

@@ -161,7 +161,8 @@ class Chunk:
         return end - self.start
 
 
-def _open(path: str, raw_fh: IO[bytes]) -> IO[bytes]:
+def open_input(path: str, raw_fh: IO[bytes]) -> IO[bytes]:
+    """``raw_fh`` as the text it holds: decompressed on the fly for a `.gz` file."""
     if path.lower().endswith(".gz"):
         gz = _GzipRaw(gzip.GzipFile(fileobj=raw_fh, mode="rb"))
         return io.BufferedReader(gz, buffer_size=READ_BUFFER)
@@ -176,7 +177,7 @@ def is_json_array(path: str | os.PathLike[str]) -> bool:
     name = str(path)
     try:
         with open(name, "rb") as raw_fh:
-            fh = _open(name, raw_fh)
+            fh = open_input(name, raw_fh)
             head = b""
             while len(head) < SNIFF_BYTES * 64:
                 data = fh.read(SNIFF_BYTES)
@@ -256,7 +257,7 @@ def iter_chunk(
     name = chunk.path
     limit = None if chunk.end is None else chunk.end - chunk.start
     with open(name, "rb", buffering=READ_BUFFER) as raw_fh:
-        fh = _open(name, raw_fh)
+        fh = open_input(name, raw_fh)
         if chunk.start:
             raw_fh.seek(chunk.start)
         reported = chunk.start
@@ -265,7 +266,7 @@ def iter_chunk(
             if chunk.array:
                 yield from _iter_array(name, fh, raw_fh, on_progress, counter)
                 return
-            consumed = 0
+            offset = chunk.start
             first = chunk.start == 0
             for lineno, line in enumerate(fh, 1):  # noqa: B007 (lineno is used after the loop)
                 if on_progress is not None and lineno % PROGRESS_EVERY_LINES == 0:
@@ -273,15 +274,17 @@ def iter_chunk(
                     on_progress(pos - reported)
                     reported = pos
                 stripped = line.rstrip(b"\r\n")
+                start = offset
                 if first:
-                    stripped = stripped.removeprefix(BOM)
                     first = False
+                    if stripped.startswith(BOM):
+                        stripped = stripped[len(BOM) :]
+                        start += len(BOM)
                 if stripped and not stripped.isspace():
-                    yield _new_line(SourceLine, (name, lineno, stripped, False, None))
-                if limit is not None:
-                    consumed += len(line)
-                    if consumed >= limit:
-                        break
+                    yield _new_line(SourceLine, (name, lineno, stripped, False, None, start))
+                offset += len(line)
+                if limit is not None and offset - chunk.start >= limit:
+                    break
         except (EOFError, gzip.BadGzipFile, zlib.error) as err:
             raise CorruptInputError(name, lineno, str(err) or type(err).__name__) from None
         if counter is not None:
@@ -308,11 +311,11 @@ def _iter_array(
                 pos = raw_fh.tell()
                 on_progress(pos - reported)
                 reported = pos
-            yield SourceLine(name, index, raw, True)
+            yield SourceLine(name, index, raw, True, None, index)
     except ArrayError as err:
         index = err.index
         message = f"the JSON array cannot be read from element {index} on: {err.message}"
-        yield SourceLine(name, index, err.rest, True, message)
+        yield SourceLine(name, index, err.rest, True, message, index)
     if counter is not None:
         counter.lines = index + 1
     if on_progress is not None:

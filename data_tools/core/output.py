@@ -64,6 +64,31 @@ def _arrow_type(kind: str) -> Any:
     return pa.string()
 
 
+def arrow_schema(columns: list[str]) -> Any:
+    """The Parquet schema of a file with exactly ``columns`` (see :data:`COLUMN_TYPES`)."""
+    import pyarrow as pa
+
+    return pa.schema([(c, _arrow_type(COLUMN_TYPES[c])) for c in columns])
+
+
+def filled_row(line: bytes, columns: list[str], fill: list[str]) -> dict[str, Any]:
+    """One JSON Lines row as a dict with every column of ``fill`` present (see the module docstring)."""
+    row = orjson.loads(line)
+    for column in fill:
+        if column not in row:
+            row[column] = EMPTY[COLUMN_TYPES[column]]
+    return {c: row[c] for c in columns}
+
+
+def rows_table(data: bytes, columns: list[str], fill: list[str]) -> Any:
+    """JSON Lines rows as a pyarrow table with exactly ``columns`` (a Parquet shard's content)."""
+    import pyarrow as pa
+
+    fill = [c for c in columns if c in fill]
+    rows = [filled_row(line, columns, fill) for line in data.splitlines()]
+    return pa.Table.from_pylist(rows, schema=arrow_schema(columns))
+
+
 class RowWriter:
     """Writes JSON Lines rows to ``fh`` in ``fmt`` with exactly ``columns`` (in that order).
 
@@ -76,10 +101,9 @@ class RowWriter:
         self._batch: list[dict[str, Any]] = []
         self._parquet = None
         if fmt is OutputFormat.parquet:
-            import pyarrow as pa
             import pyarrow.parquet as pq
 
-            self._schema = pa.schema([(c, _arrow_type(COLUMN_TYPES[c])) for c in columns])
+            self._schema = arrow_schema(columns)
             self._parquet = pq.ParquetWriter(fh, self._schema, compression="zstd")
 
     def write(self, data: bytes) -> None:
@@ -88,12 +112,9 @@ class RowWriter:
             self.fh.write(data)
             return
         for line in data.splitlines():
-            row = orjson.loads(line)
-            for column in self.fill:
-                if column not in row:
-                    row[column] = EMPTY[COLUMN_TYPES[column]]
+            row = filled_row(line, self.columns, self.fill)
             if self._parquet is None:
-                self.fh.write(orjson.dumps({c: row[c] for c in self.columns}) + b"\n")
+                self.fh.write(orjson.dumps(row) + b"\n")
                 continue
             self._batch.append(row)
             if len(self._batch) >= PARQUET_ROWS_PER_GROUP:

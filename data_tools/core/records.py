@@ -26,7 +26,9 @@ class SourceLine(NamedTuple):
     ``lineno`` is the 1-based line number in a JSON Lines file, or the 0-based index of the
     element in a JSON array file (``element`` is then true), so ``jq '.[N]'`` finds it.
     ``error`` is set by the reader for bytes it could not even split into a record (the rest
-    of a broken JSON array): :func:`parse_record` rejects them with that message.
+    of a broken JSON array): :func:`parse_record` rejects them with that message. ``offset``
+    is the record's byte offset in the (decompressed) file, or its element index in an array:
+    its place in the inputs, from which the per-role draw hashes it.
     """
 
     path: str
@@ -34,6 +36,7 @@ class SourceLine(NamedTuple):
     raw: bytes
     element: bool = False
     error: str | None = None
+    offset: int = 0
 
     @property
     def where(self) -> str:

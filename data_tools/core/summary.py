@@ -1,8 +1,9 @@
 """Conversion accounting and the summary every converter prints.
 
-Every input record is either converted or rejected, so ``converted + rejected = read`` must
-hold at the end of a run; :class:`Accounting` counts the three and :meth:`Accounting.check`
-refuses to report a run where the books do not balance (that would mean a record vanished).
+Every input record is converted, rejected, or (a sampled dialogue conversion) not sampled, so
+``converted + rejected + not sampled = read`` must hold at the end of a run; :class:`Accounting`
+counts the four and :meth:`Accounting.check` refuses to report a run where the books do not
+balance (that would mean a record vanished).
 :func:`summary_table` renders the counts, the rejects by reason and any converter-specific
 rows as one rich table; :func:`exit_if_strict` implements ``--strict``.
 """
@@ -22,26 +23,31 @@ if TYPE_CHECKING:  # rich and typer load only where a summary is printed, not in
 
 @dataclass
 class Accounting:
-    """Records read, converted and rejected by one conversion run."""
+    """Records read, converted, rejected and not sampled by one conversion run.
+
+    ``not_sampled``: records a per-role draw never reached (only checked to be well-formed JSON
+    with a role), or with ``--validate-all`` valid records it did not draw.
+    """
 
     read: int = 0
     converted: int = 0
     rejected: int = 0
+    not_sampled: int = 0
 
     @property
     def balanced(self) -> bool:
-        return self.converted + self.rejected == self.read
+        return self.not_sampled >= 0 and self.converted + self.rejected + self.not_sampled == self.read
 
     def check(self) -> None:
-        """Raise ``RuntimeError`` if some record was neither converted nor rejected."""
+        """Raise ``RuntimeError`` if some record was neither converted, rejected nor left unsampled."""
         if not self.balanced:
-            raise RuntimeError(
-                f"accounting error: converted {self.converted} + rejected {self.rejected} != read {self.read}"
-            )
+            raise RuntimeError(f"accounting error: {self.equation()} does not hold")
 
     def equation(self) -> str:
-        """``converted 95 + rejected 5 = read 100`` (the line users and tests look for)."""
-        return f"converted {self.converted} + rejected {self.rejected} = read {self.read}"
+        """``converted 95 + rejected 5 = read 100`` (the line users and tests look for), with
+        ``+ not sampled N`` when a draw left records out."""
+        unsampled = f" + not sampled {self.not_sampled}" if self.not_sampled else ""
+        return f"converted {self.converted} + rejected {self.rejected}{unsampled} = read {self.read}"
 
 
 def summary_table(
@@ -62,6 +68,8 @@ def summary_table(
     if rejects is not None:
         for reason, n in sorted(rejects.by_reason.items(), key=lambda kv: (-kv[1], kv[0])):
             table.add_row(f"  {reason}", f"{n:,}")
+    if counts.not_sampled:
+        table.add_row("not sampled", f"{counts.not_sampled:,}")
     for label, value in rows:
         table.add_row(label, value)
     return table

@@ -12,7 +12,17 @@ from enum import Enum
 from pathlib import Path
 
 import typer
-from lfkit.data_tools.core.cli import Format, console, expand, interruptible, print_skipped, print_stale_work
+from lfkit.data_tools.core.cli import (
+    Format,
+    console,
+    expand,
+    interruptible,
+    print_skipped,
+    print_stale_work,
+    single_threaded_blas,
+)
+
+from lfkit.cli_errors import expected_message
 
 
 class ValBy(str, Enum):
@@ -20,6 +30,13 @@ class ValBy(str, Enum):
 
     conversation = "conversation"
     role = "role"
+
+
+class Engine(str, Enum):
+    """Where the conversion runs."""
+
+    local = "local"
+    ray = "ray"
 
 
 class Dedup(str, Enum):
@@ -87,7 +104,15 @@ RESAMPLE_HELP = (
 )
 
 
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the option ``name`` was given on the command line (not its default)."""
+    from typer._click.core import ParameterSource
+
+    return ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+
+
 def convert(
+    ctx: typer.Context,
     inputs: list[Path] = INPUTS,
     out: Path = typer.Option(
         ..., "--out", "-o", help="Dataset directory (gets NAME.jsonl and dataset_info.json)."
@@ -144,7 +169,26 @@ def convert(
     strict: bool = typer.Option(
         False, "--strict", help="Exit non-zero if any record is rejected (showing the first reasons)."
     ),
+    validate_all: bool = typer.Option(
+        False,
+        "--validate-all",
+        help="With --max-per-role, convert every record, not only the drawn ones, and write the "
+        "rejects of all of them (slower: every record is parsed). The dataset is the same.",
+    ),
     workers: int | None = typer.Option(None, "--workers", min=1, help=WORKERS_HELP),
+    engine: Engine = typer.Option(
+        Engine.local,
+        "--engine",
+        help="local: this machine (worker processes); ray: a Ray cluster with Ray Data (pip install "
+        "'lfkit[ray]'), the same picks, written as a folder of Parquet shards per split. Inputs and "
+        "--out must be paths every node sees (a shared mount).",
+    ),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        help="With --engine ray: the cluster to join (ray://... or HOST:PORT, as for ray.init); "
+        "without it a local Ray starts in this process.",
+    ),
     batch_size: int | None = typer.Option(
         None,
         "--batch-size",
@@ -172,25 +216,35 @@ def convert(
       **conversation** [{message, is_human}]
     - a directory: one file per character, the file name is the character (any layout inside)
 
+    With --max-per-role only the drawn records are converted: the others are checked to be
+    well-formed JSON with a role and counted as **not sampled** (converted + rejected + not
+    sampled = read); --validate-all converts them all.
+
     Outputs in OUT:
     - NAME.jsonl / NAME.parquet (sharegpt format, role/content tags, system, tools and media
       columns where used) and NAME_val.*
     - NAME.rejects.jsonl: every rejected record with file, line, field and reason (duplicates
-      too, with the line they repeat)
+      too, with the line they repeat), in input order
     - dataset_info.json: NAME (and NAME_val) merged in; other entries are kept
 
     Train with `dataset: NAME` and `dataset_dir: OUT` in a llamafactory-cli recipe. A truncated
     or corrupt .gz input fails the whole run (file and last line read in the message); nothing
     is written then, nor when the run is interrupted.
     """
+    single_threaded_blas()
     from lfkit.data_tools.core.inputs import CorruptInputError, total_bytes
     from lfkit.data_tools.core.output import OutputFormat
+    from lfkit.data_tools.core.parallel import default_workers
     from lfkit.data_tools.core.progress import byte_progress
     from lfkit.data_tools.core.registry import RegistryError
     from lfkit.data_tools.core.summary import exit_if_strict
     from lfkit.data_tools.dialogue.build import Policy
-    from lfkit.data_tools.dialogue.convert import ConvertOptions, RoleRequiredError, convert_dialogue
-    from lfkit.data_tools.dialogue.scan import default_workers
+    from lfkit.data_tools.dialogue.convert import (
+        ConvertOptions,
+        RepeatedInputError,
+        RoleRequiredError,
+        convert_dialogue,
+    )
 
     out_console = console()
     files = expand(inputs)
@@ -213,26 +267,54 @@ def convert(
         fmt=OutputFormat(fmt.value),
         dedup=dedup.value,
         near_threshold=near_threshold,
+        validate_all=validate_all,
         policy=Policy(merge_consecutive, greeting_to_system, user_name, character_intro),
     )
     try:
         opts.validate()
     except ValueError as err:
         raise typer.BadParameter(str(err)) from None
+    if ray_address is not None and engine is not Engine.ray:
+        raise typer.BadParameter("--ray-address needs --engine ray", param_hint="--ray-address")
+    if engine is Engine.ray and fmt is Format.jsonl and _given(ctx, "fmt"):
+        raise typer.BadParameter(
+            "--engine ray writes Parquet shards: leave out --format jsonl", param_hint="--format"
+        )
     try:
-        with interruptible(), byte_progress(out_console, "converting", total_bytes(files)) as advance:
-            result = convert_dialogue(files, opts, on_progress=advance)
+        if engine is Engine.ray:
+            result = _convert_on_ray(files, opts, ray_address)
+        else:
+            with interruptible(), byte_progress(out_console, "converting", total_bytes(files)) as advance:
+                result = convert_dialogue(files, opts, on_progress=advance)
     except RoleRequiredError as err:
         hint = "--max-per-role" if opts.max_per_role is not None else "--val-by"
         raise typer.BadParameter(str(err), param_hint=hint) from None
+    except RepeatedInputError as err:
+        raise typer.BadParameter(str(err), param_hint="INPUTS") from None
     except (RegistryError, CorruptInputError, OSError) as err:
-        typer.echo(f"error: {err}; nothing was written, previous outputs are unchanged", err=True)
+        typer.echo(
+            f"error: {expected_message(err)}; nothing was written, previous outputs are unchanged", err=True
+        )
         raise typer.Exit(code=1) from None
     print_convert_summary(out_console, result, opts, batch_size, seconds_per_step)
     exit_if_strict(out_console, strict, result.rejects)
     if result.counts.converted == 0:
         out_console.print("[red]no record was converted; nothing written except the rejects file[/]")
         raise typer.Exit(code=1)
+
+
+def _convert_on_ray(files, opts, address: str | None):
+    """``--engine ray``: the conversion on a Ray cluster (:mod:`lfkit.data_tools.dialogue.ray_engine`)."""
+    from lfkit.data_tools.dialogue.convert import RepeatedInputError, RoleRequiredError
+    from lfkit.data_tools.dialogue.ray_engine import RayUnavailableError, convert_on_ray
+
+    try:
+        with interruptible():
+            return convert_on_ray(files, opts, address)
+    except (RoleRequiredError, RepeatedInputError):
+        raise
+    except (RayUnavailableError, ValueError) as err:
+        raise typer.BadParameter(str(err), param_hint="--engine") from None
 
 
 def stats(
@@ -283,18 +365,15 @@ def stats(
     records are counted, not written. With **--dedup near**, near-duplicates within a role are
     counted (and left out of the table, as convert would drop them).
     """
-    import tempfile
-
-    import numpy as np
+    single_threaded_blas()
     from lfkit.data_tools.core.inputs import CorruptInputError, total_bytes
+    from lfkit.data_tools.core.parallel import default_workers
     from lfkit.data_tools.core.progress import byte_progress
     from lfkit.data_tools.core.rejects import RejectTally
     from lfkit.data_tools.core.summary import print_summary
-    from lfkit.data_tools.core.workdir import work_folder
     from lfkit.data_tools.dialogue.build import Policy
-    from lfkit.data_tools.dialogue.convert import ConvertOptions, ConvertResult, Spools, drop_duplicates
-    from lfkit.data_tools.dialogue.scan import default_workers, scan
-    from lfkit.data_tools.dialogue.stats import distribution_rows, parse_caps, steps_rows, steps_table
+    from lfkit.data_tools.dialogue.convert import ConvertOptions, RepeatedInputError
+    from lfkit.data_tools.dialogue.stats import dialogue_stats, distribution_rows, parse_caps, steps_table
 
     out_console = console()
     files = expand(inputs)
@@ -315,76 +394,67 @@ def stats(
         except (OSError, ValueError) as err:
             raise typer.BadParameter(f"cannot load {tokenizer}: {err}", param_hint="--tokenizer") from None
     opts = ConvertOptions(
-        out_dir=Path(tempfile.gettempdir()),
+        out_dir=Path("."),
         name="lfkit-stats",
         role_key=role_key,
         role_from_filename=role_from_filename,
-        context_only=context_only,
+        seed=seed,
+        val_ratio=val_ratio,
         val_by=val_by.value,
+        resample_epochs=resample_epochs,
+        context_only=context_only,
         dedup=dedup.value,
         near_threshold=near_threshold,
+        workers=workers or default_workers(),
         policy=Policy(merge_consecutive, greeting_to_system, user_name, character_intro),
     )
     tally = RejectTally()
     try:
-        with (
-            interruptible(wrote=False),
-            work_folder(opts.out_dir, opts.name) as work,
-            byte_progress(out_console, "reading", total_bytes(files)) as advance,
-        ):
-            index, counts = scan(
-                files.files,
-                opts.scan_settings(work.path),
-                tally,
-                tokenizer=tok,
-                on_progress=advance,
-                workers=workers or default_workers(),
+        with interruptible(wrote=False), byte_progress(out_console, "reading", total_bytes(files)) as advance:
+            result = dialogue_stats(
+                files, opts, caps, batch_size, seconds_per_step, epochs, tally, tok, on_progress=advance
             )
-            result = ConvertResult(counts, index, tally, files.skipped)
-            spools = Spools(index)
-            try:
-                keep = drop_duplicates(result, spools, opts, work.path)
-            finally:
-                spools.close()
     except (CorruptInputError, OSError) as err:
-        typer.echo(f"error: {err}", err=True)
+        typer.echo(f"error: {expected_message(err)}", err=True)
         raise typer.Exit(code=1) from None
-    rows = distribution_rows(index, keep) + note_rows(result)
-    print_summary(out_console, "Dialogue statistics", counts, tally, rows)
+    except RepeatedInputError as err:
+        raise typer.BadParameter(str(err), param_hint="INPUTS") from None
+    rows = distribution_rows(result.role_counts, result.turns, result.chars, result.tokens)
+    rows += note_rows(
+        result.role_names, result.role_spellings, result.notes, result.duplicates, result.near_duplicates,
+        files.skipped,
+    )  # fmt: skip
+    print_summary(out_console, "Dialogue statistics", result.counts, tally, rows)
     print_skipped(out_console, files.skipped)
-    if np.any(keep):
-        table = steps_rows(
-            index, caps, batch_size, seconds_per_step, epochs, seed, val_ratio, resample_epochs,
-            val_by.value, keep,
-        )  # fmt: skip
-        out_console.print(steps_table(table, batch_size, epochs))
+    if result.steps:
+        out_console.print(steps_table(result.steps, batch_size, epochs))
 
 
-def note_rows(result) -> list[tuple[str, str]]:
+def note_rows(
+    role_names: list[str], spellings: set[str], notes: tuple[int, int, int], duplicates: int, near: int,
+    skipped: list,
+) -> list[tuple[str, str]]:  # fmt: skip
     """Summary rows for what the conversation rules and deduplication changed."""
-    index = result.index
+    trimmed, greetings, merged = notes
     rows = []
-    if index.role_names == [""]:
+    if role_names == [""]:
         rows.append(("note", "no --role-key: all conversations count as one role"))
-    if index.role_spellings:
-        example = sorted(index.role_spellings)[0]
+    if spellings:
+        example = sorted(spellings)[0]
         rows.append(
-            (
-                "role names merged by whitespace normalisation",
-                f"{len(index.role_spellings):,} (e.g. {example!r})",
-            )
+            ("role names merged by whitespace normalisation", f"{len(spellings):,} (e.g. {example!r})")
         )
-    if index.moved_greetings:
-        rows.append(("assistant greetings moved into the system text", f"{index.moved_greetings:,}"))
-    if index.merged_turns:
-        rows.append(("consecutive turns of one side merged", f"{index.merged_turns:,}"))
-    if index.trimmed_user_turns:
-        rows.append(("trailing user turns trimmed", f"{index.trimmed_user_turns:,}"))
-    rows.append(("exact duplicates dropped", f"{result.duplicates:,}"))
-    if result.near_duplicates:
-        rows.append(("near duplicates within a role dropped", f"{result.near_duplicates:,}"))
-    if result.skipped:
-        rows.append(("files under input directories not read", f"{len(result.skipped):,}"))
+    if greetings:
+        rows.append(("assistant greetings moved into the system text", f"{greetings:,}"))
+    if merged:
+        rows.append(("consecutive turns of one side merged", f"{merged:,}"))
+    if trimmed:
+        rows.append(("trailing user turns trimmed", f"{trimmed:,}"))
+    rows.append(("exact duplicates dropped", f"{duplicates:,}"))
+    if near:
+        rows.append(("near duplicates within a role dropped", f"{near:,}"))
+    if skipped:
+        rows.append(("files under input directories not read", f"{len(skipped):,}"))
     return rows
 
 
@@ -396,7 +466,11 @@ def print_convert_summary(
     from lfkit.data_tools.dialogue.stats import distribution_rows, pass_rows
     from rich.markup import escape
 
-    rows = distribution_rows(result.index, result.keep) + note_rows(result)
+    rows = distribution_rows(result.role_counts, result.turns, result.chars, inputs=result.two_pass)
+    rows += note_rows(
+        result.role_names, result.role_spellings, result.notes, result.duplicates, result.near_duplicates,
+        result.skipped,
+    )  # fmt: skip
     if result.plan is not None:
         rows.append(("training conversations", f"{len(result.plan.train):,}"))
         rows.append(("training samples", f"{result.train_samples:,}"))

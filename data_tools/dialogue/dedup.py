@@ -1,14 +1,16 @@
 """Duplicate conversations: exact ones (whitespace aside) always, near ones on request.
 
 **Exact.** Scraped role-play logs repeat conversations, and a repeated conversation can land
-in both the training and the validation split. Before sampling, every conversation whose
-content (system text, turns, tools, media; not its role) equals an earlier one's after
-normalising whitespace (runs of spaces, tabs and line breaks are one space, ends stripped) is
-dropped and written to the rejects file as ``duplicate`` with the line it repeats. Detection
-is a sort of the 128-bit candidate keys (:func:`lfkit.data_tools.dialogue.render.duplicate_key`,
-whitespace removed) with numpy, then each group of equal keys is confirmed on the normalised
-text read back from the spools, so the result is exact and the first occurrence in input
-order is the one kept.
+in both the training and the validation split, or twice in one. A conversation whose content
+(system text, turns, tools, media; not its role) equals another's after normalising
+whitespace (runs of spaces, tabs and line breaks are one space, ends stripped) is the same
+conversation. Which records are compared depends on the conversion
+(:mod:`lfkit.data_tools.dialogue.sampling`): the picks of the draw, each batch against
+everything kept before it, in input order within a batch (:class:`ExactDedup`). A batch is
+bucketed by a 64-bit key of two whitespace-free samples of each conversation
+(:func:`lfkit.data_tools.dialogue.render.duplicate_key`) with a numpy sort, and only records
+whose keys collide are compared on their normalised text, read back from the spools: what is
+dropped is exact.
 
 **Near.** The same conversation with small edits is common too (regenerated replies, fixed
 typos). With ``--dedup near`` each conversation gets a MinHash signature of its turns' word
@@ -31,7 +33,6 @@ from typing import Any
 import numpy as np
 import orjson
 from lfkit.data_tools.dialogue.model import Conversation
-from lfkit.data_tools.dialogue.scan import KEY_BYTES, ConversationIndex
 
 NUM_PERM = 64
 SHINGLE_WORDS = 3
@@ -76,30 +77,76 @@ def row_content(rows: bytes) -> Any:
     return merged
 
 
-def exact_duplicates(index: ConversationIndex, read_rows: Callable[[int], bytes]) -> list[Duplicate]:
-    """Every conversation that repeats an earlier one (see the module docstring), in input order."""
-    n = len(index)
-    if n < 2:
-        return []
-    keys = np.frombuffer(bytes(index.keys), dtype=np.dtype((np.void, KEY_BYTES)))
-    order = np.argsort(keys, kind="stable")
-    ordered = keys[order]
-    same = ordered[1:] == ordered[:-1]
-    if not same.any():
-        return []
-    found: list[Duplicate] = []
-    starts = np.flatnonzero(np.concatenate(([True], ~same)))
-    ends = np.append(starts[1:], n)
-    for start, end in zip(starts, ends, strict=True):
-        if end - start < 2:
-            continue
-        first: dict[str, int] = {}
-        for i in sorted(int(j) for j in order[start:end]):
-            text = orjson.dumps(normalised(row_content(read_rows(i))), option=orjson.OPT_SORT_KEYS).decode()
-            earlier = first.setdefault(text, i)
-            if earlier != i:
-                found.append(Duplicate(i, earlier))
-    return sorted(found, key=lambda d: d.index)
+class ExactDedup:
+    """Exact duplicates among the records converted so far, checked a batch at a time.
+
+    :meth:`check` takes newly converted records in input order: one whose key and
+    whitespace-normalised content equal a record kept earlier (in an earlier batch, or earlier
+    in this one) is a duplicate of it; every other one is kept. The keys of the kept records
+    stay in a sorted numpy array (8 bytes each); the content of a record is read (``rows``)
+    only when its key collides with another's.
+    """
+
+    def __init__(self, rows: Callable[[int], bytes]) -> None:
+        self._rows = rows
+        self._keys = np.zeros(0, dtype=np.uint64)  # sorted
+        self._ids = np.zeros(0, dtype=np.int64)  # the kept record of each key, in the same order
+        self._texts: dict[int, str] = {}
+
+    def check(self, ids: np.ndarray, keys: np.ndarray) -> list[Duplicate]:
+        """Duplicates among ``ids`` (records in input order, ``keys`` their duplicate keys)."""
+        if not len(ids):
+            return []
+        keys = keys.astype(np.uint64)
+        at = np.searchsorted(self._keys, keys)
+        if len(self._keys):
+            seen = (at < len(self._keys)) & (self._keys[np.minimum(at, len(self._keys) - 1)] == keys)
+        else:
+            seen = np.zeros(len(keys), dtype=bool)
+        order = np.argsort(keys, kind="stable")
+        ordered = keys[order]
+        repeated = np.zeros(len(ids), dtype=bool)
+        same = ordered[1:] == ordered[:-1]
+        repeated[order[1:][same]] = True
+        repeated[order[:-1][same]] = True
+        found: list[Duplicate] = []
+        suspects = np.flatnonzero(seen | repeated)
+        if len(suspects):
+            kept_by_key: dict[int, list[int]] = {}
+            for j in suspects.tolist():  # rare: only records whose key collides
+                key = int(keys[j])
+                if seen[j] and key not in kept_by_key:
+                    lo = int(at[j])
+                    hi = int(np.searchsorted(self._keys, keys[j], side="right"))
+                    kept_by_key[key] = self._ids[lo:hi].tolist()
+                earlier = kept_by_key.setdefault(key, [])
+                record = int(ids[j])
+                text = self._text(record)
+                match = next((k for k in earlier if self._text(k) == text), None)
+                if match is not None:
+                    found.append(Duplicate(record, match))
+                else:
+                    earlier.append(record)
+        dropped = {d.index for d in found}
+        new = (
+            np.array([i not in dropped for i in ids.tolist()], dtype=bool)
+            if dropped
+            else np.ones(len(ids), bool)
+        )
+        merged_keys = np.concatenate((self._keys, keys[new]))
+        merged_ids = np.concatenate((self._ids, ids[new].astype(np.int64)))
+        order = np.argsort(merged_keys, kind="stable")
+        self._keys, self._ids = merged_keys[order], merged_ids[order]
+        return found
+
+    def _text(self, record: int) -> str:
+        text = self._texts.get(record)
+        if text is None:
+            text = orjson.dumps(
+                normalised(row_content(self._rows(record))), option=orjson.OPT_SORT_KEYS
+            ).decode()
+            self._texts[record] = text
+        return text
 
 
 def signature(conv: Conversation) -> bytes:
@@ -114,44 +161,52 @@ def signature(conv: Conversation) -> bytes:
 
 
 def near_duplicates(
-    index: ConversationIndex, keep: np.ndarray, threshold: float, work_dir: str
-) -> list[Duplicate]:
-    """Conversations (among ``keep``) nearly equal to an earlier kept one of the same role."""
+    roles: np.ndarray, signatures: np.ndarray, threshold: float
+) -> list[tuple[int, int, float]]:
+    """Records nearly equal to an earlier one of the same role (positions in the given order).
+
+    ``roles`` and ``signatures`` (one MinHash row each) describe the candidate records in input
+    order; returns ``(record, earlier record, estimated similarity)`` for each near duplicate,
+    comparing each record with the earlier ones of its role that were not dropped.
+    """
     from datasketch import LeanMinHash, MinHashLSH
 
-    signatures = _signatures(index, work_dir)
-    roles = np.frombuffer(index.role_ids, dtype=np.uint32)
-    found: list[Duplicate] = []
-    for rid in np.unique(roles[keep]) if len(index) else []:
-        members = np.flatnonzero((roles == rid) & keep)
+    found: list[tuple[int, int, float]] = []
+    if not len(roles):
+        return found
+    order = np.argsort(roles, kind="stable")
+    bounds = np.flatnonzero(np.concatenate(([True], roles[order][1:] != roles[order][:-1], [True])))
+    for start, stop in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        members = order[start:stop]
         if len(members) < 2:
             continue
         lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
         hashes: dict[int, LeanMinHash] = {}
-        for i in (int(j) for j in members):
+        for i in members.tolist():
             minhash = LeanMinHash(seed=MINHASH_SEED, hashvalues=signatures[i], scheme=MINHASH_SCHEME)
             best = None
             for j in sorted(lsh.query(minhash)):
                 similarity = minhash.jaccard(hashes[j])
                 if similarity >= threshold:
-                    best = Duplicate(i, j, round(float(similarity), 3))
+                    best = (i, j, round(float(similarity), 3))
                     break
             if best is not None:
                 found.append(best)
                 continue
             lsh.insert(i, minhash)
             hashes[i] = minhash
-    return sorted(found, key=lambda d: d.index)
+    return sorted(found)
 
 
-def _signatures(index: ConversationIndex, work_dir: str) -> np.ndarray:
-    """All signatures as one (conversations, NUM_PERM) array, memory-mapped from the spools."""
+def read_signatures(paths: list[str], work_dir: str) -> np.ndarray:
+    """The MinHash signatures spooled in ``paths`` (in order) as one memory-mapped array."""
     path = os.path.join(work_dir, "minhash.all")
     with open(path, "wb") as out:
-        for name in index.signature_files:
+        for name in paths:
             with open(name, "rb") as fh:
                 while block := fh.read(1 << 20):
                     out.write(block)
-    if not len(index):
+    rows = os.path.getsize(path) // (8 * NUM_PERM)
+    if not rows:
         return np.zeros((0, NUM_PERM), dtype="<u8")
-    return np.memmap(path, dtype="<u8", mode="r", shape=(len(index), NUM_PERM))
+    return np.memmap(path, dtype="<u8", mode="r", shape=(rows, NUM_PERM))

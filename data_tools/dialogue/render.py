@@ -12,7 +12,7 @@ included), without the earlier turns. Each sample keeps the tools and exactly th
 placeholders it contains.
 
 :func:`duplicate_key` is the bucket key of exact-duplicate detection, computed for every
-conversation, so it must cost little next to parsing one: a 128-bit hash of the number of
+converted conversation, so it must cost little next to parsing one: a 64-bit hash of the number of
 messages and of two short samples of the messages taken with all whitespace removed: their
 first and their last :data:`SAMPLE_BYTES` bytes. Conversations that differ only in whitespace
 therefore share a key; conversations that share a key are only *candidates*: ``"a b"`` and
@@ -36,6 +36,7 @@ _ROLE_SUFFIX = b',"role_id":'
 _SYSTEM_KEY = b'],"system":'
 SAMPLE_BYTES = 128
 _WINDOW = SAMPLE_BYTES * 3 // 2  # raw bytes that hold SAMPLE_BYTES non-space ones in most text
+_SHORT = 4 * _WINDOW  # messages up to this size are sampled whole
 _BACKSLASH = ord("\\")
 _ESCAPED_WHITESPACE = re.compile(rb"\\[nrt]")
 
@@ -53,7 +54,7 @@ def content(conv: Conversation) -> dict:
     return row
 
 
-def render(conv: Conversation, context_only: bool) -> tuple[bytes, bytes]:
+def render(conv: Conversation, context_only: bool) -> tuple[bytes, int]:
     """The output rows (one or more lines) and the conversation's duplicate key."""
     if context_only:
         role = orjson.dumps(conv.role)
@@ -87,19 +88,25 @@ def samples(conv: Conversation) -> list[dict]:
     return out
 
 
-def duplicate_key(body: bytes, turns: int, role_suffix: bool = False) -> bytes:
-    """16 bytes: the bucket key of a rendered conversation (see the module docstring).
+def duplicate_key(body: bytes, turns: int, role_suffix: bool = False) -> int:
+    """A 64-bit integer: the bucket key of a rendered conversation (see the module docstring).
 
     ``body`` is the JSON of the content (``content(conv)``), or with ``role_suffix`` a
     rendered row whose final ``role_id`` is left out; ``turns`` is its number of messages.
-    The common case takes one fixed window per sample and one pass over both; :func:`_sample`
-    handles the rest (short or mostly blank texts, an escape cut by a window's edge) and
-    gives the same samples.
+    A short conversation is sampled whole (its first and last SAMPLE_BYTES); a long one takes
+    one fixed window per sample and one pass over both; :func:`_sample` handles the rest
+    (mostly blank texts, an escape cut by a window's edge) and gives the same samples.
     """
     end = body.rfind(_ROLE_SUFFIX) if role_suffix else len(body) - 1
     middle = body.rfind(_SYSTEM_KEY, 0, end)
     w = _WINDOW
-    if middle > 2 * w and body[w - 1] != _BACKSLASH and body[middle - w - 1] != _BACKSLASH:
+    if middle <= _SHORT:
+        part = body[:middle]
+        if b"\\" in part:
+            part = _ESCAPED_WHITESPACE.sub(b"", part)
+        kept = part.translate(None, b" ")
+        return _key(turns, kept[:SAMPLE_BYTES], kept[-SAMPLE_BYTES:])
+    if body[w - 1] != _BACKSLASH and body[w - 1] != _BACKSLASH and body[middle - w - 1] != _BACKSLASH:
         raw = body[:w] + b"\x00" + body[middle - w : middle]
         if b"\\" in raw:
             raw = _ESCAPED_WHITESPACE.sub(b"", raw)
@@ -109,8 +116,8 @@ def duplicate_key(body: bytes, turns: int, role_suffix: bool = False) -> bytes:
     return _key(turns, _sample(body, 0, middle, front=True), _sample(body, 0, middle, front=False))
 
 
-def _key(turns: int, head: bytes, tail: bytes) -> bytes:
-    return xxhash.xxh3_128_digest(b"%d\x00%b\x00%b" % (turns, head, tail))
+def _key(turns: int, head: bytes, tail: bytes) -> int:
+    return xxhash.xxh3_64_intdigest(b"%d\x00%b\x00%b" % (turns, head, tail))
 
 
 def _sample(data: bytes, start: int, end: int, front: bool) -> bytes:

@@ -1,33 +1,36 @@
 """Dialogue statistics and the "N per role -> samples -> steps -> hours" planning table.
 
 Users size role-play fine-tunes by hand: how many conversations each role has, how long they
-are, and how many optimizer steps (and hours) a given per-role cap produces. These tables are
-computed from the same :class:`~lfkit.data_tools.dialogue.scan.ConversationIndex` the converter
-builds, after dropping the same duplicates, and the samples column uses the converter's own
-sampling plan (:func:`~lfkit.data_tools.dialogue.sampling.plan_sampling`) with the given seed,
-so the numbers are exactly what ``lfkit data convert dialogue`` with the same options writes.
+are, and how many optimizer steps (and hours) a given per-role cap produces. The statistics
+read every record with the converter's full pass (:mod:`lfkit.data_tools.dialogue.scan`) and
+describe the conversations left after dropping the duplicates of the whole inputs; the
+planning table runs the converter's own draw (:func:`~lfkit.data_tools.dialogue.sampling.plan_sampling`)
+for each cap with the given seed, so its numbers are exactly what ``lfkit data convert
+dialogue`` with the same options writes.
 """
 
 from __future__ import annotations
 
 import math
-from array import array
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from lfkit.data_tools.dialogue.sampling import group_by_role, plan_sampling
-from lfkit.data_tools.dialogue.scan import ConversationIndex
-from rich.table import Table
+from lfkit.data_tools.core.summary import Accounting
+
+if TYPE_CHECKING:
+    import numpy as np
+    from lfkit.data_tools.core.inputs import InputSet
+    from lfkit.data_tools.core.rejects import RejectTally
+    from lfkit.data_tools.dialogue.convert import ConvertOptions
+    from rich.table import Table
 
 
-def describe(values: Sequence[int]) -> tuple[int, float, int]:
-    """(min, median, max) of a non-empty sequence.
-
-    numpy works on the arrays' buffers, so millions of values never become Python ints.
-    """
+def describe(values: Any) -> tuple[int, float, int]:
+    """(min, median, max) of a non-empty sequence or array."""
     import numpy as np
 
-    data = np.frombuffer(values, dtype=values.typecode) if isinstance(values, array) else np.asarray(values)
+    data = np.asarray(values)
     return int(data.min()), float(np.median(data)), int(data.max())
 
 
@@ -49,29 +52,30 @@ def parse_caps(text: str) -> list[int | None]:
     return caps
 
 
-def distribution_rows(index: ConversationIndex, keep: Sequence[bool] | None = None) -> list[tuple[str, str]]:
-    """(label, "min / median / max") rows: conversations per role, turns, chars, tokens.
+def distribution_rows(
+    role_counts: np.ndarray,
+    turns: np.ndarray,
+    chars: np.ndarray,
+    tokens: np.ndarray | None = None,
+    inputs: bool = False,
+) -> list[tuple[str, str]]:
+    """(label, "min / median / max") rows: conversations per role, turns, characters, tokens.
 
-    ``keep`` (a mask) leaves out dropped duplicates.
+    ``role_counts`` are conversations per role (roles without any are left out); ``turns``,
+    ``chars`` and ``tokens`` one value per conversation described. ``inputs``: the role counts
+    are of the records read (a sampled conversion), the rest of the converted ones.
     """
-    import numpy as np
-
-    mask = np.ones(len(index), dtype=bool) if keep is None else np.asarray(keep, dtype=bool)
-    if not mask.any():
+    present = role_counts[role_counts > 0]
+    if not len(present):
         return []
-    per_role = [n for n in index.per_role_counts(mask) if n]
-    rows = [("roles", f"{len(per_role):,}")]
-
-    def kept(values: array) -> np.ndarray:
-        return np.frombuffer(values, dtype=values.typecode)[mask]
-
-    series = [
-        ("conversations per role", per_role),
-        ("turns per conversation", kept(index.turns)),
-        ("characters per conversation", kept(index.chars)),
-    ]
-    if index.tokens is not None:
-        series.append(("tokens per conversation (no template)", kept(index.tokens)))
+    where = " in the inputs" if inputs else ""
+    rows = [(f"roles{where}", f"{len(present):,}")]
+    series = [(f"conversations per role{where}", present)]
+    if len(turns):
+        what = " (converted)" if inputs else ""
+        series += [(f"turns per conversation{what}", turns), (f"characters per conversation{what}", chars)]
+        if tokens is not None:
+            series.append(("tokens per conversation (no template)", tokens))
     for label, values in series:
         lo, mid, hi = describe(values)
         rows.append((f"{label} (min / median / max)", f"{lo:,} / {mid:,.1f} / {hi:,}"))
@@ -89,35 +93,88 @@ class StepsRow:
     hours: float | None
 
 
-def steps_rows(
-    index: ConversationIndex,
+@dataclass
+class DialogueStats:
+    """What ``lfkit data stats dialogue`` found: counts and columns of the kept conversations."""
+
+    counts: Accounting
+    rejects: RejectTally
+    role_names: list[str]
+    role_counts: np.ndarray  # kept conversations per role
+    turns: np.ndarray
+    chars: np.ndarray
+    tokens: np.ndarray | None
+    notes: tuple[int, int, int]  # trimmed user turns, moved greetings, merged turns
+    role_spellings: set[str]
+    duplicates: int
+    near_duplicates: int
+    steps: list[StepsRow] = field(default_factory=list)
+
+
+def dialogue_stats(
+    inputs: InputSet,
+    opts: ConvertOptions,
     caps: Sequence[int | None],
     batch_size: int,
     seconds_per_step: float | None,
-    epochs: float = 1.0,
-    seed: int = 0,
-    val_ratio: float = 0.0,
-    resample_epochs: int = 1,
-    val_by: str = "conversation",
-    keep: Sequence[bool] | None = None,
-) -> list[StepsRow]:
-    """Training samples, optimizer steps and hours for each per-role cap.
+    epochs: float,
+    rejects: RejectTally,
+    tokenizer: Any = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> DialogueStats:
+    """Read every record (the full pass), drop duplicates, describe the rest, plan each cap.
 
-    ``batch_size`` is the effective batch (per-device x accumulation x devices); steps are
-    ``ceil(samples / batch_size)`` per epoch, times ``epochs``, as the Trainer counts them.
+    Duplicates are those of the whole inputs (exact, the first in input order kept; with
+    ``--dedup near`` near ones within a role too); the planning table draws each cap exactly
+    as ``lfkit data convert dialogue`` with these options does.
     """
+    import tempfile
+    from dataclasses import replace
+
+    import numpy as np
+    from lfkit.data_tools.core.workdir import work_folder
+    from lfkit.data_tools.dialogue.convert import _drop_duplicates, distinct_inputs, read_pool
+    from lfkit.data_tools.dialogue.pool import Candidates
+    from lfkit.data_tools.dialogue.sampling import DUPLICATE, KEPT, REJECTED, VALID, plan_sampling
+
     if batch_size < 1:
         raise ValueError("--batch-size must be at least 1")
-    groups = group_by_role(index.role_ids, len(index.role_names), keep)
-    rows = []
-    for cap in caps:
-        plan = plan_sampling(groups, index.role_names, cap, seed, val_ratio, resample_epochs, val_by)
-        train = plan.train
-        samples = sum(index.samples[i] for i in train)
-        steps = math.ceil(math.ceil(samples / batch_size) * epochs)
-        hours = steps * seconds_per_step / 3600 if seconds_per_step is not None else None
-        rows.append(StepsRow(cap, len(train), samples, steps, hours))
-    return rows
+    full = replace(opts, max_per_role=None, validate_all=True)
+    with work_folder(tempfile.gettempdir(), "lfkit-stats") as work:
+        candidates, _ = read_pool(distinct_inputs(inputs), full, str(work.path), on_progress, tokenizer)
+        try:
+            near = _drop_duplicates(candidates, full) if opts.dedup == "near" else 0
+            valid = np.flatnonzero(candidates.state == VALID)
+            for dup in candidates.dedup.check(valid, candidates.keys[valid]):
+                candidates.drop(dup)
+            candidates.write_rejects(rejects)
+            state, pool = candidates.state, candidates.pool
+            kept = np.flatnonzero((state == VALID) | (state == KEPT))
+            counts = Accounting(
+                pool.read, len(kept), pool.malformed + int(np.count_nonzero(state >= REJECTED))
+            )
+            counts.check()
+            tokens = pool.tokens[kept] if pool.tokens is not None else None
+            per_role = np.bincount(candidates.role_ids[kept], minlength=len(pool.role_names))
+            stats = DialogueStats(
+                counts, rejects, pool.role_names, per_role,
+                candidates.turns[kept], candidates.chars[kept], tokens, candidates.note_counts(kept),
+                pool.role_spellings, int(np.count_nonzero(state == DUPLICATE)) - near, near,
+            )  # fmt: skip
+            if len(kept):
+                for cap in caps:
+                    draw = Candidates(pool, None, candidates.settings)
+                    if opts.dedup == "near":
+                        _drop_duplicates(draw, full)
+                    plan = plan_sampling(draw, replace(opts, max_per_role=cap).sampling())
+                    samples = int(draw.samples[plan.train].sum())
+                    steps = math.ceil(math.ceil(samples / batch_size) * epochs)
+                    hours = steps * seconds_per_step / 3600 if seconds_per_step is not None else None
+                    stats.steps.append(StepsRow(cap, len(plan.train), samples, steps, hours))
+                    draw.close()
+        finally:
+            candidates.close()
+    return stats
 
 
 def pass_rows(
@@ -139,6 +196,8 @@ def pass_rows(
 
 def steps_table(rows: Sequence[StepsRow], batch_size: int, epochs: float) -> Table:
     """The rich "N per role -> conversations -> samples -> steps -> hours" table."""
+    from rich.table import Table
+
     title = f"Training size (effective batch {batch_size}, {epochs:g} epoch(s))"
     table = Table(title=title, title_justify="left")
     for name in ("N per role", "conversations", "samples", "steps", "hours"):

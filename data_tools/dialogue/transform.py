@@ -14,11 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lfkit.data_tools.core.records import RecordError
+from lfkit.data_tools.core.records import RecordError, SourceLine, parse_record
 from lfkit.data_tools.dialogue.fastpath import fast_conversation
 from lfkit.data_tools.dialogue.layouts import openai, pippa, sharegpt
 from lfkit.data_tools.dialogue.layouts.common import Context
 from lfkit.data_tools.dialogue.model import Conversation
+from lfkit.data_tools.dialogue.render import render
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,12 @@ def layout_of(record: dict[str, Any]) -> Layout:
     )
 
 
-def to_conversation(record: dict[str, Any], ctx: Context) -> Conversation:
-    """The record as a :class:`Conversation`, or a :class:`RecordError` saying why not."""
-    fast = fast_conversation(record, ctx)
+def to_conversation(record: dict[str, Any], ctx: Context, raw: bytes | None = None) -> Conversation:
+    """The record as a :class:`Conversation`, or a :class:`RecordError` saying why not.
+
+    ``raw``, the record's JSON text when the caller has it, lets the fast path skip checks.
+    """
+    fast = fast_conversation(record, ctx, raw)
     if fast is not None:
         return fast
     return layout_of(record).transform(record, ctx)
@@ -60,3 +64,16 @@ def to_conversation(record: dict[str, Any], ctx: Context) -> Conversation:
 def full_conversation(record: dict[str, Any], ctx: Context) -> Conversation:
     """The same without the fast path (what the fast path must agree with)."""
     return layout_of(record).transform(record, ctx)
+
+
+def convert_line(line: SourceLine, ctx: Context, context_only: bool) -> tuple[Conversation, bytes, int]:
+    """One input record all the way: parsed, transformed, rendered; or a :class:`RecordError`.
+
+    Returns the conversation, its output rows (JSON Lines bytes) and its duplicate key
+    (:func:`~lfkit.data_tools.dialogue.render.duplicate_key`). The second pass over picked
+    records (on this machine or in a Ray task) goes through here; the full pass, which parses
+    each record anyway to read its role, calls :func:`to_conversation` and ``render`` itself.
+    """
+    conv = to_conversation(parse_record(line), ctx, line.raw)
+    rows, key = render(conv, context_only)
+    return conv, rows, key

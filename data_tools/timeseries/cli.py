@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from lfkit.data_tools.core.cli import Format, expand, interruptible, print_skipped, print_stale_work
+from lfkit.data_tools.core.cli import (
+    Format,
+    expand,
+    interruptible,
+    print_skipped,
+    print_stale_work,
+    single_threaded_blas,
+)
+
+from lfkit.cli_errors import expected_message
 
 if TYPE_CHECKING:
     from lfkit.data_tools.timeseries.convert import TsOptions
@@ -169,6 +178,7 @@ class TsCliOptions:
 
 def convert_command(files, out: Path, name: str, strict: bool, cli: TsCliOptions) -> None:
     """Run ``lfkit data convert timeseries`` with checked options and print its summary."""
+    single_threaded_blas()
     from lfkit.data_tools.core.inputs import CorruptInputError, total_bytes
     from lfkit.data_tools.core.progress import byte_progress
     from lfkit.data_tools.core.registry import RegistryError
@@ -182,7 +192,9 @@ def convert_command(files, out: Path, name: str, strict: bool, cli: TsCliOptions
         with interruptible(), byte_progress(console, "converting", total_bytes(files)) as advance:
             result = convert_timeseries(files, out, name, opts, strict=strict, on_progress=advance)
     except (RegistryError, CorruptInputError, OSError) as err:  # before ValueError: both are ValueErrors
-        typer.echo(f"error: {err}; nothing was written, previous outputs are unchanged", err=True)
+        typer.echo(
+            f"error: {expected_message(err)}; nothing was written, previous outputs are unchanged", err=True
+        )
         raise typer.Exit(code=1) from None
     except ValueError as err:
         raise typer.BadParameter(str(err)) from None
@@ -201,6 +213,7 @@ def convert_command(files, out: Path, name: str, strict: bool, cli: TsCliOptions
 
 def stats_command(files, cli: TsCliOptions) -> None:
     """Run ``lfkit data stats timeseries``: the sequence budget, without writing anything."""
+    single_threaded_blas()
     from lfkit.data_tools.core.inputs import CorruptInputError, total_bytes
     from lfkit.data_tools.core.progress import byte_progress
     from lfkit.data_tools.core.summary import print_summary
@@ -213,7 +226,7 @@ def stats_command(files, cli: TsCliOptions) -> None:
         with interruptible(wrote=False), byte_progress(console, "reading", total_bytes(files)) as advance:
             result, tally = timeseries_stats(files, opts, on_progress=advance)
     except (CorruptInputError, OSError) as err:
-        typer.echo(f"error: {err}", err=True)
+        typer.echo(f"error: {expected_message(err)}", err=True)
         raise typer.Exit(code=1) from None
     title = f"Time-series statistics ({opts.ts_format} form)"
     print_summary(console, title, result.counts, tally, stats_rows(result, opts))

@@ -6,9 +6,10 @@ import gzip
 import json
 from collections import Counter
 
+import numpy as np
 import pytest
 from dialogue_helpers import SAMPLE, chat, per_role, read_jsonl, run_cli, uneven_corpus, write_jsonl
-from lfkit.data_tools.dialogue import scan as dialogue_scan
+from lfkit.data_tools.dialogue import convert as dialogue_convert
 from lfkit.data_tools.dialogue.convert import ConvertOptions, convert_dialogue
 from lfkit.data_tools.dialogue.sampling import val_quotas
 
@@ -24,18 +25,24 @@ def convert(tmp_path, src, out_name="out", *extra):
 
 def test_bundled_sample_converts_as_the_sample_job_runs_it(tmp_path):
     out = tmp_path / "sample"
-    result = run_cli(
-        "convert", SAMPLE, "--out", out, "--name", "roleplay", "--role-key", "user_id",
-        "--max-per-role", "4", "--val-ratio", "0.2", "--seed", "0",
-    )  # fmt: skip
+    args = ["--role-key", "user_id", "--max-per-role", "4", "--val-ratio", "0.2", "--seed", "0"]
+    result = run_cli("convert", SAMPLE, "--out", out, "--name", "roleplay", *args)
     assert result.exit_code == 0, result.output
-    assert "converted 84 + rejected 8 = read 92" in result.output
+    # only the drawn records are converted: the rest are counted as not sampled
+    assert "converted 37 + rejected 7 + not sampled 48 = read 92" in result.output
     train, val = read_jsonl(out / "roleplay.jsonl"), read_jsonl(out / "roleplay_val.jsonl")
-    assert len(train) + len(val) == sum(min(4, n) for n in per_role(train + val).values())
+    assert len(train) + len(val) == 37
     assert max((per_role(train) + per_role(val)).values()) == 4
     info = json.loads((out / "dataset_info.json").read_text())
     assert set(info) == {"roleplay", "roleplay_val"}
-    assert len(read_jsonl(out / "roleplay.rejects.jsonl")) == 8
+    assert len(read_jsonl(out / "roleplay.rejects.jsonl")) == 7
+    # --validate-all converts every record: all 8 rejects are written, the dataset is the same
+    every = tmp_path / "every"
+    result = run_cli("convert", SAMPLE, "--out", every, "--name", "roleplay", *args, "--validate-all")
+    assert "converted 37 + rejected 8 + not sampled 47 = read 92" in result.output
+    assert len(read_jsonl(every / "roleplay.rejects.jsonl")) == 8
+    for name in ("roleplay.jsonl", "roleplay_val.jsonl"):
+        assert (every / name).read_bytes() == (out / name).read_bytes()
 
 
 def test_per_role_limit_keeps_min_of_n_and_count(tmp_path):
@@ -66,8 +73,8 @@ def test_parallel_chunked_scan_gives_the_same_bytes(tmp_path, monkeypatch):
         if k % 50 == 7:
             records.append(b"{broken json")
     src = write_jsonl(tmp_path / "big.jsonl", records)
-    monkeypatch.setattr(dialogue_scan, "PARALLEL_MIN_BYTES", 0)
-    monkeypatch.setattr(dialogue_scan, "MIN_CHUNK_BYTES", 4096)
+    monkeypatch.setattr(dialogue_convert, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(dialogue_convert, "MIN_CHUNK_BYTES", 4096)
     outs = {}
     for workers in (1, 3):
         opts = ConvertOptions(
@@ -75,7 +82,7 @@ def test_parallel_chunked_scan_gives_the_same_bytes(tmp_path, monkeypatch):
             val_ratio=0.25, seed=3, workers=workers,
         )  # fmt: skip
         result = convert_dialogue([src], opts)
-        assert len(result.index.spools) > 3  # really chunked
+        assert result.chunks > 3 or workers == 1  # really chunked (one process reads the file whole)
         outs[workers] = opts.out_dir
     for name in ("rp.jsonl", "rp_val.jsonl", "rp.rejects.jsonl"):
         assert (outs[1] / name).read_bytes() == (outs[3] / name).read_bytes(), name
@@ -101,13 +108,14 @@ def test_val_split_is_role_stratified_after_sampling(tmp_path):
 
 
 def test_val_quotas_share_by_largest_remainder():
-    import random
-
-    quotas = val_quotas([10, 5, 1, 2, 3], 0.2, random.Random(0))
-    assert sum(quotas) == round(0.2 * 21)
+    tiebreak = np.arange(5, dtype=np.uint64)
+    quotas = val_quotas(np.array([10, 5, 1, 2, 3]), 0.2, tiebreak)
+    assert quotas.sum() == round(0.2 * 21)
     assert quotas[0] == 2 and quotas[1] == 1 and quotas[2] == 0
-    assert val_quotas([1, 1, 1], 0.5, random.Random(0)) == [0, 0, 0]
-    assert val_quotas([2, 2], 0.9, random.Random(0)) == [1, 1]  # every role keeps one for training
+    assert val_quotas(np.array([1, 1, 1]), 0.5, None).tolist() == [0, 0, 0]
+    assert val_quotas(np.array([2, 2]), 0.9, None).tolist() == [1, 1]  # every role keeps one for training
+    # 1.5 each, round(4.5) = 4 in all: the one left goes to the lowest tie-break
+    assert val_quotas(np.array([5, 5, 5]), 0.3, np.array([3, 1, 2], dtype=np.uint64)).tolist() == [1, 2, 1]
 
 
 def test_resample_epochs_draws_each_role_anew_per_epoch(tmp_path):

@@ -94,17 +94,17 @@ def first_good_run(tmp_path):
 def test_failure_while_writing_the_dataset_leaves_previous_outputs_intact(tmp_path, monkeypatch):
     src, opts, before = first_good_run(tmp_path)
     assert set(before) == {"dataset_info.json", "rp.jsonl", "rp_val.jsonl", "rp.rejects.jsonl"}
-    real_copy = dialogue_convert.Spools.copy
+    real_copy = dialogue_convert.copy_rows
     calls = []
 
-    def copy_then_fail(self, picks, writer, skip=None, collect=None):
+    def copy_then_fail(read, samples, picks, writer, skip=None, collect=None):
         calls.append(len(picks))
         if len(calls) == 2:  # the training file is fully written, the validation file half
             writer.write(b'{"messages": [')
             raise OSError("No space left on device")
-        return real_copy(self, picks, writer, skip, collect)
+        return real_copy(read, samples, picks, writer, skip, collect)
 
-    monkeypatch.setattr(dialogue_convert.Spools, "copy", copy_then_fail)
+    monkeypatch.setattr(dialogue_convert, "copy_rows", copy_then_fail)
     opts.seed = 2  # a different draw, so a partial replacement would show
     with pytest.raises(OSError, match="No space left"):
         convert_dialogue([src], opts)
@@ -167,6 +167,41 @@ def test_atomic_group_publishes_all_or_nothing(tmp_path):
         group.open(b, "w").write("new b")
         group.discard(b)
     assert snapshot(tmp_path) == {"a.txt": b"new a"}
+
+
+def test_a_staged_folder_replaces_a_folder_or_a_file_and_a_failure_keeps_the_old_one(tmp_path):
+    """The Ray engine's Parquet shards: a folder published with the run's other outputs."""
+    shards, work = tmp_path / "rp", tmp_path / "work"
+    work.mkdir()
+    shards.mkdir()
+    (shards / "part-00000.parquet").write_bytes(b"old")
+    with pytest.raises(RuntimeError), AtomicGroup(tmp_dir=work) as group:
+        (group.stage_dir(shards) / "part-00000.parquet").write_bytes(b"new")
+        raise RuntimeError("late failure")
+    assert (shards / "part-00000.parquet").read_bytes() == b"old" and not list(work.iterdir())
+    with AtomicGroup(tmp_dir=work) as group:
+        folder = group.stage_dir(shards)
+        (folder / "part-00000.parquet").write_bytes(b"new")
+        (folder / "part-00001.parquet").write_bytes(b"new too")
+        group.open(tmp_path / "dataset_info.json", "w").write("{}")
+    assert sorted(p.name for p in shards.iterdir()) == ["part-00000.parquet", "part-00001.parquet"]
+    assert not list(work.iterdir()) and sorted(p.name for p in tmp_path.iterdir()) == [
+        "dataset_info.json",
+        "rp",
+        "work",
+    ]
+    shards_file = tmp_path / "rp_val"
+    shards_file.write_text("a file of the same name")
+    with AtomicGroup(tmp_dir=work) as group:
+        (group.stage_dir(shards_file) / "part-00000.parquet").write_bytes(b"val")
+    assert (shards_file / "part-00000.parquet").read_bytes() == b"val"
+    assert shards.stat().st_mode & 0o777 == 0o777 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_outputs_are_published_together_train_val_rejects_then_dataset_info(tmp_path, monkeypatch):

@@ -46,13 +46,16 @@ def start(src: Path, out: Path) -> subprocess.Popen:
 
 
 def wait_for_workers(proc: subprocess.Popen, out: Path, timeout: float = 60) -> list[psutil.Process]:
-    """The run's descendants once both scan workers run and the work folder exists."""
+    """The run's descendants once both scan workers run and the work folder exists.
+
+    The workers are forked: they run the parent's command line.
+    """
     parent = psutil.Process(proc.pid)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
         kids = parent.children(recursive=True)
-        workers = [k for k in kids if "spawn_main" in " ".join(_cmdline(k))]
+        workers = [k for k in kids if _cmdline(k) == _cmdline(parent)]
         if len(workers) >= 2 and list(out.glob(".rp.work.*")):
             return kids
         time.sleep(0.05)

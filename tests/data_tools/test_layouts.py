@@ -225,7 +225,9 @@ def test_greeting_and_double_texts_outside_pippa(tmp_path):
     out = tmp_path / "out"
     text = convert(src, out, "--role-key", "user_id")
     assert "converted 2 + rejected 0" in text and "assistant greetings moved into the system text 1" in text
-    rows = read_jsonl(out / "d.jsonl")
+    rows = sorted(
+        read_jsonl(out / "d.jsonl"), key=lambda r: r["system"], reverse=True
+    )  # training order is shuffled
     assert rows[0]["system"] == "Opening message:\nWelcome to the inn!"
     assert rows[1]["messages"][0]["content"] == "hello\nanyone?"
     off = tmp_path / "off"

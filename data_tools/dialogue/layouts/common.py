@@ -97,11 +97,18 @@ def role_of(obj: dict[str, Any], ctx: Context, default_key: str | None = None) -
     """The record's role (see the module docstring), before whitespace normalisation."""
     if ctx.character is not None:
         return ctx.character
-    settings = ctx.settings
-    key = settings.role_key or default_key
+    key = ctx.settings.role_key or default_key
     if key is None:
         return ""
-    value = obj.get(key)
+    return role_value(obj.get(key), key, ctx.settings)
+
+
+def role_value(value: Any, key: str, settings: LayoutSettings) -> str:
+    """The role held in the record's field ``key`` (``value``, None when absent), or a reject.
+
+    The one rule for a role field's value, shared by the layouts and by the first pass of a
+    conversion (:mod:`lfkit.data_tools.dialogue.index`), which reads only this field.
+    """
     if value is None or value == "":
         if settings.role_key is None and not settings.roles_needed:
             return ""  # only a layout's default key (PIPPA's bot_id), and no sampling needs it

@@ -20,12 +20,13 @@ from lfkit.data_tools.dialogue.layouts.common import Context, role_of, text_fiel
 from lfkit.data_tools.dialogue.model import ASSISTANT, USER, Conversation, RawTurn
 
 KEY = "conversation"
+ROLE_KEY = "bot_id"  # the role when no --role-key is given
 
 
 def transform(record: dict[str, Any], ctx: Context) -> Conversation:
     """One PIPPA record as a :class:`Conversation`, or a RecordError."""
     raw = turn_list(record[KEY], KEY)
-    role = role_of(record, ctx, default_key="bot_id")
+    role = role_of(record, ctx, default_key=ROLE_KEY)
     persona = [text_field(record, "bot_description"), text_field(record, "bot_definitions")]
     name = text_field(record, "bot_name").strip() or ctx.character
     turns = [_turn(t, i, ctx) for i, t in enumerate(raw)]
