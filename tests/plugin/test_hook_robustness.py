@@ -118,6 +118,7 @@ def test_series_and_encoder_freeze_survive_llamafactory_imported_before_the_hook
     assert any(not before[k].equal(after[k]) for k in before if not k.startswith("ts_encoder."))
 
 
+@pytest.mark.slow  # a fresh interpreter importing LlamaFactory: ~10 s each
 @pytest.mark.parametrize(
     "alteration, expected",
     [
@@ -147,6 +148,7 @@ def test_a_name_that_moved_is_refused_in_one_line_naming_it(alteration, expected
     assert line.endswith("or run stock LlamaFactory without lfkit's keys with LFKIT_DISABLE_PLUGIN=1.")
 
 
+@pytest.mark.slow
 def test_another_llamafactory_version_whose_names_still_fit_is_patched_with_a_warning():
     body = """
     import llamafactory.extras.env as env
@@ -165,6 +167,7 @@ def test_another_llamafactory_version_whose_names_still_fit_is_patched_with_a_wa
     ]
 
 
+@pytest.mark.slow
 def test_every_patch_declares_the_names_it_relies_on_and_they_fit_this_llamafactory():
     """Checked on the unpatched modules (the plugin never activates in this interpreter)."""
     body = """
