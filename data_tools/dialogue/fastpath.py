@@ -21,6 +21,7 @@ from operator import itemgetter
 from typing import Any
 
 from lfkit.data_tools.dialogue.build import finish
+from lfkit.data_tools.dialogue.layouts import preference
 from lfkit.data_tools.dialogue.layouts.common import Context
 from lfkit.data_tools.dialogue.model import ASSISTANT, USER, Conversation
 
@@ -30,8 +31,9 @@ _TEXT = {"messages": itemgetter("content"), "conversations": itemgetter("value")
 _SHAREGPT = {"human": USER, "gpt": ASSISTANT, "user": USER, "assistant": ASSISTANT}
 _PLACEHOLDER = re.compile(r"<(?:image|video|audio)>")
 _PATTERNS: dict[int, list[str]] = {}
-# keys whose presence sends a record to the full rules (tools, media), checked in one C call
-_EXTRAS = frozenset(("tools", "images", "videos", "audios"))
+# keys whose presence sends a record to the full rules (tools, media, the preference and KTO
+# keys that are refused there), checked in one C call
+_EXTRAS = frozenset(("tools", "images", "videos", "audios")) | preference.KEYS
 
 
 def _pattern(n: int) -> list[str]:

@@ -2,7 +2,8 @@
 
 :func:`to_conversation` is what the conversion engine calls for every parsed record. The
 layout is picked by the record's turn list (``messages``, ``conversations``,
-``conversation``); the per-character layout is a property of the file (its
+``conversation``) or Alpaca's ``instruction``, after preference and KTO records are refused
+(:mod:`.layouts.preference`); the per-character layout is a property of the file (its
 :class:`~.layouts.common.Context`), and tool use and media are read inside each layout.
 Adding a layout: one module in :mod:`.layouts` with a ``transform(record, ctx)`` and a line in
 :data:`LAYOUTS`.
@@ -16,7 +17,7 @@ from typing import Any
 
 from lfkit.data_tools.core.records import RecordError, SourceLine, parse_record
 from lfkit.data_tools.dialogue.fastpath import fast_conversation
-from lfkit.data_tools.dialogue.layouts import openai, pippa, sharegpt
+from lfkit.data_tools.dialogue.layouts import alpaca, openai, pippa, preference, sharegpt
 from lfkit.data_tools.dialogue.layouts.common import Context
 from lfkit.data_tools.dialogue.model import Conversation
 from lfkit.data_tools.dialogue.render import render
@@ -35,17 +36,27 @@ LAYOUTS = (
     Layout("openai", openai.KEY, openai.transform),
     Layout("sharegpt", sharegpt.KEY, sharegpt.transform),
     Layout("pippa", pippa.KEY, pippa.transform),
+    Layout("alpaca", alpaca.KEY, alpaca.transform),
 )
 
 
 def layout_of(record: dict[str, Any]) -> Layout:
-    """The layout of a record (the first whose turn list it has), or a ``missing_messages`` reject."""
+    """The layout of a record (the first whose key it has), or the reject that says why none.
+
+    Preference and KTO records are refused here (:mod:`.layouts.preference`), whatever layout
+    their turns are in.
+    """
+    preference.refuse(record)
     for layout in LAYOUTS:
         if layout.key in record:
             return layout
+    hint = ""
+    if isinstance(record.get("text"), str):
+        hint = " ('text' alone is pretraining text: LlamaFactory's stage pt reads such a file as it is)"
     raise RecordError(
         "missing_messages",
-        "record has no 'messages' (OpenAI), 'conversations' (ShareGPT) or 'conversation' (PIPPA) list",
+        "record has no 'messages' (OpenAI), 'conversations' (ShareGPT), 'conversation' (PIPPA) list"
+        f" or 'instruction' (Alpaca){hint}",
         "messages",
     )
 

@@ -5,7 +5,13 @@ a JSON array of ShareGPT ``conversations`` with ``function_call`` / ``observatio
 a ``tools`` string; ``data/mllm_demo.json``: a JSON array of ``messages`` with an ``images``
 list of paths relative to the data folder), OpenAI chat records with ``tool_calls`` and
 ``tool`` messages, PIPPA role-play records (``bot_id``, ``bot_name``, ``bot_description``,
-``bot_definitions``, ``conversation`` [``message``, ``is_human``]) and per-character folders.
+``bot_definitions``, ``conversation`` [``message``, ``is_human``]) and per-character folders;
+also its Alpaca layout (``alpaca_en_demo.json``, ``identity.json``), its preference and KTO
+layouts (``dpo_en_demo.json``: ShareGPT ``conversations`` plus ``chosen`` / ``rejected`` turns;
+``kto_en_demo.json``: ``messages`` plus a boolean ``label``) and its v1 layout
+(``v1_sft_demo.jsonl``, ``reason_tool_use_demo_50.jsonl``, ``v1_multimodal_demo.jsonl``:
+``messages`` whose content is a list of ``{"type", "value"}`` parts, with ``reasoning`` and
+``tool_call`` parts in assistant turns and media paths relative to the repository root).
 The texts are our own.
 """
 
@@ -119,3 +125,66 @@ def write_json_array(path: Path, records: list, bom: bool = False) -> Path:
     text = json.dumps(records, indent=2, ensure_ascii=False)
     path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8"))
     return path
+
+
+def alpaca_record(instruction: str, output: str, inp: str = "", **extra) -> dict:
+    """The Alpaca layout (LlamaFactory's default format): instruction, input, output."""
+    return {"instruction": instruction, "input": inp, "output": output, **extra}
+
+
+def dpo_record(question: str) -> dict:
+    """The dpo demo layout: ShareGPT turns ending with the prompt, and two responses."""
+    return {
+        "conversations": [{"from": "human", "value": question}],
+        "chosen": {"from": "gpt", "value": "A careful answer."},
+        "rejected": {"from": "gpt", "value": "A careless answer."},
+    }
+
+
+def kto_record(question: str, good: bool) -> dict:
+    """The kto demo layout: one exchange and a boolean label."""
+    return {
+        "messages": [
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": "A careful answer." if good else "A careless answer."},
+        ],
+        "label": good,
+    }
+
+
+def v1_text(text: str, kind: str = "text") -> dict:
+    return {"type": kind, "value": text}
+
+
+def v1_tool_record(city: str) -> dict:
+    """The v1 reasoning tool-use layout: text/reasoning/tool_call parts and a JSON ``tools`` string."""
+    call = json.dumps({"name": "get_weather", "arguments": {"city": city}})
+    return {
+        "messages": [
+            {"role": "system", "content": [v1_text("You use tools when they help.")]},
+            {"role": "user", "content": [v1_text(f"Weather in {city}?")]},
+            {
+                "role": "assistant",
+                "content": [
+                    v1_text("The user wants the weather: call the tool.", "reasoning"),
+                    v1_text(call, "tool_call"),
+                ],
+            },
+            {"role": "tool", "content": [v1_text('{"weather": "snow"}')]},
+            {
+                "role": "assistant",
+                "content": [v1_text("The tool said snow.", "reasoning"), v1_text(f"Snow in {city}.")],
+            },
+        ],
+        "tools": json.dumps([{"type": "function", "function": WEATHER_TOOL}]),
+    }
+
+
+def v1_image_record(path: str) -> dict:
+    """The v1 multimodal layout: an ``image_url`` part whose ``value`` is the path."""
+    return {
+        "messages": [
+            {"role": "user", "content": [v1_text(path, "image_url"), v1_text("Who is this?")]},
+            {"role": "assistant", "content": [v1_text("A goalkeeper.")]},
+        ]
+    }

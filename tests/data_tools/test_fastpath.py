@@ -14,7 +14,16 @@ import json
 
 import pytest
 from dialogue_helpers import SAMPLE, chat
-from layout_fixtures import glaive_record, mllm_record, openai_tool_record, pippa_record
+from layout_fixtures import (
+    alpaca_record,
+    dpo_record,
+    glaive_record,
+    kto_record,
+    mllm_record,
+    openai_tool_record,
+    pippa_record,
+    v1_tool_record,
+)
 from lfkit.data_tools.core.records import RecordError
 from lfkit.data_tools.dialogue.build import Policy
 from lfkit.data_tools.dialogue.fastpath import fast_conversation
@@ -69,6 +78,11 @@ def corpus() -> list[dict]:
     ]
     layouts = [glaive_record("Paris", "sunny"), openai_tool_record("Bern"), pippa_record("b1", "Mira", 1)]
     layouts.append(mllm_record(["nowhere.png"]))
+    # preference and KTO records must never be taken as plain SFT (the full path refuses them)
+    dpo = dpo_record("Why?")  # with history, so that its turns alone look like plain SFT
+    dpo["conversations"][:0] = [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello."}]
+    layouts += [alpaca_record("Add 2 and 2.", "4"), dpo, kto_record("Why?", False)]
+    layouts += [v1_tool_record("Oslo"), {**chat("alice", 1, tag="l"), "label": "nsfw"}]
     sample = [json.loads(line) for line in SAMPLE.read_bytes().splitlines() if _is_json(line)]
     records = []
     for record in base + sharegpt + layouts:

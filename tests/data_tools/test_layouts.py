@@ -14,11 +14,16 @@ from pathlib import Path
 import pytest
 from dialogue_helpers import chat, per_role, read_jsonl, run_cli, write_jsonl
 from layout_fixtures import (
+    alpaca_record,
+    dpo_record,
     glaive_record,
+    kto_record,
     mllm_record,
     openai_tool_record,
     pippa_record,
     tiny_image,
+    v1_image_record,
+    v1_tool_record,
     write_json_array,
 )
 
@@ -371,3 +376,111 @@ def test_timeseries_parquet_matches_its_jsonl(tmp_path):
     assert pq.read_table(tmp_path / "parquet" / "ts.parquet").to_pylist() == rows
     entry = json.loads((tmp_path / "parquet" / "dataset_info.json").read_text())["ts"]
     assert entry["file_name"] == "ts.parquet" and entry["columns"]["timeseries"] == "timeseries"
+
+
+def _by_first_prompt(rows: list[dict]) -> dict[str, dict]:
+    return {row["_prompt"][0]["content"]: row for row in rows}
+
+
+def test_alpaca_layout_reads_as_llamafactorys_own_alpaca_converter(tmp_path):
+    good = [
+        alpaca_record("Give three tips for staying healthy.", "Eat, sleep, move."),
+        alpaca_record("Translate to French.", "Bonjour.", inp="Hello."),
+        alpaca_record(
+            "And in German?",
+            "Hallo.",
+            system="You translate.",
+            history=[["Translate to French: Hello.", "Bonjour."], ["And Spanish?", "Hola."]],
+        ),
+    ]
+    bad = [
+        alpaca_record("Say nothing.", ""),  # an empty output
+        {"instruction": "No output at all."},
+        alpaca_record("Odd history.", "x", history=[["only a prompt"]]),
+    ]
+    src = write_json_array(tmp_path / "alpaca_en_demo.json", good + bad)
+    out = tmp_path / "out"
+    assert "converted 3 + rejected 3 = read 6" in convert(src, out)
+    assert [(r["line"], r["reason"], r["field"]) for r in rejects(out)] == [
+        (3, "empty_turn", "output"),
+        (4, "no_assistant_turn", "output"),
+        (5, "invalid_turn", "history[0]"),
+    ]
+    # The same records through LlamaFactory's own Alpaca converter, registered as its demo is.
+    upstream = tmp_path / "upstream"
+    write_json_array(upstream / "alpaca.json", good)
+    columns = {"prompt": "instruction", "query": "input", "response": "output", "system": "system"}
+    info = {"orig": {"file_name": "alpaca.json", "columns": {**columns, "history": "history"}}}
+    (upstream / "dataset_info.json").write_text(json.dumps(info))
+    theirs = _by_first_prompt(llamafactory_rows(upstream, "orig"))
+    ours = _by_first_prompt(llamafactory_rows(out, "d"))
+    assert ours.keys() == theirs.keys()
+    for prompt, row in theirs.items():
+        mine = ours[prompt]
+        assert (mine["_prompt"], mine["_response"]) == (row["_prompt"], row["_response"]), prompt
+        assert mine["_system"] == (row["_system"] or ""), prompt
+
+
+def test_preference_and_kto_records_are_refused_not_trained_as_sft(tmp_path):
+    records = [
+        dpo_record("Which is better?"),  # dpo_en_demo: ShareGPT + chosen/rejected
+        {**alpaca_record("Rank these.", ["good", "bad"])},  # Alpaca ranking: an output list
+        kto_record("Is this good?", True),  # kto_en_demo: a boolean label
+        kto_record("Is this bad?", False),
+        {**chat("alice", 1, tag="x"), "label": "casual"},  # a text label is only metadata
+    ]
+    out = tmp_path / "out"
+    assert "converted 1 + rejected 4 = read 5" in convert(write_jsonl(tmp_path / "mixed.jsonl", records), out)
+    found = [(r["line"], r["reason"], r["field"]) for r in rejects(out)]
+    assert found == [
+        (1, "preference_record", "chosen"),
+        (2, "preference_record", "output"),
+        (3, "kto_record", "label"),
+        (4, "kto_record", "label"),
+    ]
+    assert all("dataset_info.json" in r["message"] for r in rejects(out))
+    assert "undesirable" in rejects(out)[3]["message"]
+
+
+def test_pretraining_text_gets_a_hint(tmp_path):
+    out = tmp_path / "out"
+    text = convert(write_jsonl(tmp_path / "c4.jsonl", [{"text": "Some web page."}]), out, code=1)
+    assert "converted 0 + rejected 1 = read 1" in text and "no record was converted" in text
+    (reject,) = rejects(out)
+    assert reject["reason"] == "missing_messages" and "pretraining text" in reject["message"]
+
+
+def test_v1_reasoning_and_tool_call_parts_become_think_text_and_calls(tmp_path):
+    src = write_jsonl(tmp_path / "reason_tool_use_demo.jsonl", [v1_tool_record("Oslo")])
+    out = tmp_path / "out"
+    assert "converted 1 + rejected 0 = read 1" in convert(src, out)
+    (row,) = read_jsonl(out / "d.jsonl")
+    assert row["system"] == "You use tools when they help."
+    assert [m["role"] for m in row["messages"]] == ["user", "function_call", "observation", "assistant"]
+    think, call = row["messages"][1]["content"].split("<tool_call>")
+    assert think == "<think>\nThe user wants the weather: call the tool.\n</think>\n\n"
+    assert json.loads(call.removesuffix("</tool_call>")) == {
+        "name": "get_weather",
+        "arguments": {"city": "Oslo"},
+    }
+    assert row["messages"][3]["content"] == "<think>\nThe tool said snow.\n</think>\n\nSnow in Oslo."
+    assert json.loads(row["tools"])[0]["function"]["name"] == "get_weather"
+    (aligned,) = llamafactory_rows(out, "d")
+    assert [m["role"] for m in aligned["_prompt"]] == ["user", "function", "observation"]
+
+
+def test_v1_media_parts_resolve_from_the_repository_root_too(tmp_path, monkeypatch):
+    # v1_multimodal_demo.jsonl names "data/mllm_demo_data/1.jpg", relative to the repository root
+    image = tiny_image(tmp_path / "data" / "mllm_demo_data" / "1.png")
+    records = [v1_image_record("data/mllm_demo_data/1.png"), v1_image_record("data/mllm_demo_data/9.png")]
+    src = write_jsonl(tmp_path / "data" / "v1_multimodal_demo.jsonl", records)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    assert "converted 1 + rejected 1 = read 2" in convert(src, out)
+    (row,) = read_jsonl(out / "d.jsonl")
+    assert row["images"] == [str(image)]
+    assert row["messages"][0]["content"] == "<image>Who is this?"
+    (reject,) = rejects(out)
+    assert reject["reason"] == "missing_media" and reject["field"] == "messages[0].content[0]"
+    assert str(tmp_path / "data" / "data" / "mllm_demo_data" / "9.png") in reject["message"]
+    assert str(tmp_path / "data" / "mllm_demo_data" / "9.png") in reject["message"]

@@ -20,7 +20,7 @@ from typing import Any
 
 from lfkit.data_tools.core.records import RecordError
 from lfkit.data_tools.dialogue.build import Policy, build_conversation
-from lfkit.data_tools.dialogue.layouts import multimodal, tools
+from lfkit.data_tools.dialogue.layouts import multimodal, tools, v1_parts
 from lfkit.data_tools.dialogue.layouts.characters import character_name
 from lfkit.data_tools.dialogue.model import (
     ASSISTANT,
@@ -175,6 +175,13 @@ def _turn(
 ) -> RawTurn:
     field = f"{where}.{c_key}"
     content = turn.get(c_key)
+    if speaker == ASSISTANT and v1_parts.has_parts(content):
+        text, v1_calls = v1_parts.assistant_turn(content, field, ctx.base_dir, parts_media)
+        if v1_calls is not None:
+            return RawTurn(FUNCTION_CALL, tools.with_text(text, v1_calls), where)
+        if not text.strip():
+            raise RecordError("empty_turn", "turn content is empty", field)
+        return RawTurn(ASSISTANT, text, where)
     if speaker == ASSISTANT:
         calls = tools.openai_calls(turn, where)
         if calls is not None:

@@ -9,15 +9,19 @@ placeholder count differs from its file count (``_validate_messages`` in
 which LlamaFactory never expands.
 
 Paths are resolved relative to the input file's directory (LlamaFactory resolves them against
-``media_dir``, by default the dataset directory, which is usually not where the input was), each
-file must exist (else ``missing_media`` names the path), and the absolute path is written, so
-the dataset trains from any ``dataset_dir``. URLs and inline data are rejected
+``media_dir``, by default the dataset directory, which is usually not where the input was), and
+where no file is there, relative to the current directory (LlamaFactory's v1 demo files name
+their media from the repository root: ``data/mllm_demo_data/1.jpg``). Each file must exist (else
+``missing_media`` names the paths tried), and the absolute path is written, so the dataset
+trains from any ``dataset_dir``. URLs and inline data are rejected
 (``unsupported_media``): LlamaFactory 0.9.5 opens local files.
 
 OpenAI-style content parts are read too: ``text`` / ``input_text`` / ``output_text`` parts
 (``text``, or LlamaFactory's ``value``) are text, and ``image_url`` / ``input_image`` /
-``image``, ``video_url`` / ``video`` and ``audio_url`` / ``audio`` parts with a local path
-become a placeholder at that point of the text plus the file in the media list.
+``image``, ``video_url`` / ``video`` and ``audio_url`` / ``audio`` parts with a local path (OpenAI's
+``{"image_url": {"url"}}``, or LlamaFactory v1's ``value``) become a placeholder at that point of
+the text plus the file in the media list. v1's ``reasoning`` and ``tool_call`` parts of an
+assistant turn are read by :mod:`.v1_parts`.
 """
 
 from __future__ import annotations
@@ -66,24 +70,21 @@ def content_text(value: Any, field: str, base_dir: str, parts_media: PartsMedia)
     if not isinstance(value, list) or not value:
         got = "an empty list" if isinstance(value, list) else _kind(value)
         raise RecordError("non_text_content", f"content must be text or content parts, got {got}", field)
-    pieces = []
-    for i, part in enumerate(value):
-        where = f"{field}[{i}]"
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind in TEXT_PARTS:
-            text = part.get("text", part.get("value"))
-            if not isinstance(text, str):
-                raise RecordError("non_text_content", f"a {kind} part needs a 'text' string", where)
-            pieces.append(text)
-        elif kind in MEDIA_PARTS:
-            media_kind = MEDIA_PARTS[kind]
-            pieces.append(
-                parts_media.add(media_kind, resolve(_part_path(part, kind, where), base_dir, where))
-            )
-        else:
-            shown = repr(kind) if kind is not None else _kind(part)
-            raise RecordError("non_text_content", f"content part of type {shown} is not understood", where)
-    return "".join(pieces)
+    return "".join(part_text(part, f"{field}[{i}]", base_dir, parts_media) for i, part in enumerate(value))
+
+
+def part_text(part: Any, where: str, base_dir: str, parts_media: PartsMedia) -> str:
+    """One content part as text: its text, or the placeholder of its media file (noted in ``parts_media``)."""
+    kind = part.get("type") if isinstance(part, dict) else None
+    if kind in TEXT_PARTS:
+        text = part.get("text", part.get("value"))
+        if not isinstance(text, str):
+            raise RecordError("non_text_content", f"a {kind} part needs a 'text' string", where)
+        return text
+    if kind in MEDIA_PARTS:
+        return parts_media.add(MEDIA_PARTS[kind], resolve(_part_path(part, kind, where), base_dir, where))
+    shown = repr(kind) if kind is not None else _kind(part)
+    raise RecordError("non_text_content", f"content part of type {shown} is not understood", where)
 
 
 def _part_path(part: dict[str, Any], kind: str, field: str) -> Any:
@@ -94,6 +95,8 @@ def _part_path(part: dict[str, Any], kind: str, field: str) -> Any:
         value = part.get("url", part.get("path"))
     if kind == "input_image" and value is None:
         value = part.get("image_url")
+    if value is None:  # LlamaFactory v1's {"type": "image_url", "value": "data/x.jpg"}
+        value = part.get("value")
     return value
 
 
@@ -134,10 +137,15 @@ def resolve(path: Any, base_dir: str, field: str) -> str:
         )
     if path.startswith("file://"):
         path = path[len("file://") :]
-    full = os.path.normpath(os.path.join(base_dir, os.path.expanduser(path)))
-    if not os.path.isfile(full):
-        raise RecordError("missing_media", f"media file {path!r} not found (looked for {full})", field)
-    return full
+    path = os.path.expanduser(path)
+    full = os.path.normpath(os.path.join(base_dir, path))
+    if os.path.isfile(full):
+        return full
+    here = os.path.abspath(path)
+    if here != full and os.path.isfile(here):
+        return here
+    looked = full if here == full else f"{full}, then {here}"
+    raise RecordError("missing_media", f"media file {path!r} not found (looked for {looked})", field)
 
 
 def check_placeholders(system: str, contents: list[str], media: Media, field: str) -> None:
