@@ -467,6 +467,20 @@ def test_v1_reasoning_and_tool_call_parts_become_think_text_and_calls(tmp_path):
     assert json.loads(row["tools"])[0]["function"]["name"] == "get_weather"
     (aligned,) = llamafactory_rows(out, "d")
     assert [m["role"] for m in aligned["_prompt"]] == ["user", "function", "observation"]
+    # What the model is trained on: LlamaFactory's qwen3 template renders the call turn as v1's
+    # own Qwen3 template does (the thought, then the call in its tool-call words).
+    from llamafactory.data.template import TEMPLATES
+
+    qwen3 = TEMPLATES["qwen3"]
+    (rendered,) = qwen3.format_function.apply(
+        content=row["messages"][1]["content"],
+        thought_words=qwen3.thought_words,
+        tool_call_words=qwen3.tool_call_words,
+    )
+    assert rendered == (
+        "<think>\nThe user wants the weather: call the tool.\n</think>\n\n<tool_call>\n"
+        '{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call><|im_end|>\n'
+    )
 
 
 def test_v1_media_parts_resolve_from_the_repository_root_too(tmp_path, monkeypatch):
