@@ -13,9 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from lfkit.data_tools.core.records import RecordError
-from lfkit.data_tools.dialogue.build import build_conversation
-from lfkit.data_tools.dialogue.layouts import multimodal, tools
-from lfkit.data_tools.dialogue.layouts.common import Context, role_of, text_field
+from lfkit.data_tools.dialogue.layouts import multimodal
+from lfkit.data_tools.dialogue.layouts.common import Context, record_conversation, role_of, text_field
 from lfkit.data_tools.dialogue.model import ASSISTANT, USER, Conversation, RawTurn
 
 KEY = "instruction"
@@ -23,6 +22,8 @@ KEY = "instruction"
 
 def transform(record: dict[str, Any], ctx: Context) -> Conversation:
     """One Alpaca-layout record as a :class:`Conversation`, or a RecordError."""
+    role = role_of(record, ctx)
+    system = text_field(record, "system")
     parts_media = multimodal.PartsMedia()
     turns = _history(record.get("history"), ctx, parts_media)
     query = [text_field(record, KEY), text_field(record, "input")]
@@ -36,18 +37,7 @@ def transform(record: dict[str, Any], ctx: Context) -> Conversation:
     if not output.strip():
         raise RecordError("empty_turn", "'output' is empty", "output")
     turns.append(RawTurn(ASSISTANT, output, "output"))
-    return build_conversation(
-        role=role_of(record, ctx),
-        system=[text_field(record, "system")],
-        turns=turns,
-        key=KEY,
-        policy=ctx.policy,
-        character=ctx.character,
-        substitute=ctx.character is not None,
-        character_field="file name",
-        tools_json=tools.tools_json(record.get("tools")),
-        media=multimodal.media_columns(record, ctx.base_dir, parts_media),
-    )
+    return record_conversation(record, ctx, KEY, role, system, turns, parts_media)
 
 
 def _history(value: Any, ctx: Context, parts_media: multimodal.PartsMedia) -> list[RawTurn]:

@@ -214,6 +214,23 @@ def chat_transform(
     system = text_field(record, "system")
     parts_media = multimodal.PartsMedia()
     turns = read_turns(raw, key, speaker_key, content_key, ctx, parts_media)
+    return record_conversation(record, ctx, key, role, system, turns, parts_media)
+
+
+def record_conversation(
+    record: dict[str, Any],
+    ctx: Context,
+    key: str,
+    role: str,
+    system: str,
+    turns: list[RawTurn],
+    parts_media: multimodal.PartsMedia,
+) -> Conversation:
+    """The conversation of a record's turns, with its ``tools`` and media columns read the one way.
+
+    What the OpenAI, ShareGPT and Alpaca layouts share once their turns are read; a per-character
+    file's name is the character (``{{char}}`` replaced, the name in the system text).
+    """
     return build_conversation(
         role=role,
         system=[system],
