@@ -51,8 +51,8 @@ BIG_MB = 20.0
 # Measured on this project's x86_64 CPU machine (pip 23.2, Python 3.11, fresh environment): the
 # wheels pip downloads for `pip install lfkit[dev]` with scripts/constraints.txt, and the size of
 # the environment afterwards. Only said before a first install.
-FIRST_DOWNLOAD = "about 4.3 GB"
-VENV_SIZE = "about 8 GB"
+FIRST_DOWNLOAD = "about 4.4 GB"
+VENV_SIZE = "about 8.3 GB"
 
 
 def say(message: str) -> None:

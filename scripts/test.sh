@@ -3,14 +3,15 @@
 # ruff and the tests: real LlamaFactory training on a tiny locally-built model, on the CPU.
 #   scripts/test.sh           the whole suite, as CI runs it (.ci/run)
 #   scripts/test.sh --fast    everything but the tests marked `train` (training processes,
-#                             torchrun, Ray) or `slow`: the quick lane while working
+#                             torchrun, Ray) or `slow`: the quick lane while working, spread
+#                             over up to 4 pytest processes (pytest-xdist; one per CPU)
 # Further arguments go to pytest, e.g. scripts/test.sh --fast -k sampling
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 cd "$REPO"
 lane=()
 if [ "${1:-}" = "--fast" ]; then
     shift
-    lane=(-m "not train and not slow")
+    lane=(-m "not train and not slow" -n auto --maxprocesses 4)
 fi
 ruff check .
 # The tests exercise the installed wheel that _venv.sh keeps current with this checkout: its
