@@ -214,7 +214,14 @@ def convert(
       one `<image>` / `<video>` / `<audio>` placeholder per file (LlamaFactory's mllm demo layout)
     - PIPPA: **bot_id** (role), **bot_name**, **bot_description** + **bot_definitions** (persona),
       **conversation** [{message, is_human}]
+    - Alpaca (LlamaFactory's default): **instruction**, **input**, **output**, optional
+      **system**, **history** [[prompt, response], ...]
+    - LlamaFactory v1 content parts {type, value}: text, reasoning (written as `<think>` text),
+      tool_call, image_url / video_url / audio_url
     - a directory: one file per character, the file name is the character (any layout inside)
+
+    Preference (chosen/rejected) and KTO (boolean label) records are rejected, not converted as
+    SFT: register such files in dataset_info.json as they are.
 
     With --max-per-role only the drawn records are converted: the others are checked to be
     well-formed JSON with a role and counted as **not sampled** (converted + rejected + not
