@@ -53,6 +53,11 @@ def layout_of(record: dict[str, Any]) -> Layout:
     hint = ""
     if isinstance(record.get("text"), str):
         hint = " ('text' alone is pretraining text: LlamaFactory's stage pt reads such a file as it is)"
+    elif ("mes" in record and "is_user" in record) or "chat_metadata" in record:
+        hint = (
+            " (a line of a SillyTavern chat file, one message per line and one chat per file: not read"
+            " yet; write each chat as one record of 'messages')"
+        )
     raise RecordError(
         "missing_messages",
         "record has no 'messages' (OpenAI), 'conversations' (ShareGPT), 'conversation' (PIPPA) list"

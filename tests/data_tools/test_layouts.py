@@ -442,12 +442,19 @@ def test_preference_and_kto_records_are_refused_not_trained_as_sft(tmp_path):
     assert "undesirable" in rejects(out)[3]["message"]
 
 
-def test_pretraining_text_gets_a_hint(tmp_path):
+def test_records_of_layouts_not_read_get_a_hint(tmp_path):
+    sillytavern = [  # a SillyTavern chat export: a metadata line, then one message per line
+        {"user_name": "You", "character_name": "Mira", "create_date": "2025-1-2", "chat_metadata": {}},
+        {"name": "Mira", "is_user": False, "is_system": False, "send_date": "2025-1-2", "mes": "Hello!"},
+    ]
+    records = [{"text": "Some web page."}, *sillytavern]
     out = tmp_path / "out"
-    text = convert(write_jsonl(tmp_path / "c4.jsonl", [{"text": "Some web page."}]), out, code=1)
-    assert "converted 0 + rejected 1 = read 1" in text and "no record was converted" in text
-    (reject,) = rejects(out)
-    assert reject["reason"] == "missing_messages" and "pretraining text" in reject["message"]
+    text = convert(write_jsonl(tmp_path / "mixed.jsonl", records), out, code=1)
+    assert "converted 0 + rejected 3 = read 3" in text and "no record was converted" in text
+    found = rejects(out)
+    assert {r["reason"] for r in found} == {"missing_messages"}
+    assert "pretraining text" in found[0]["message"]
+    assert all("SillyTavern chat file" in r["message"] for r in found[1:])
 
 
 def test_v1_reasoning_and_tool_call_parts_become_think_text_and_calls(tmp_path):
