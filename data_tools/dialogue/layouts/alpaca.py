@@ -31,7 +31,7 @@ def transform(record: dict[str, Any], ctx: Context) -> Conversation:
     if not prompt.strip():
         raise RecordError("empty_turn", "'instruction' and 'input' are both empty", KEY)
     turns.append(RawTurn(USER, prompt, KEY))
-    if "output" not in record or record["output"] is None:
+    if record.get("output") is None:
         raise RecordError("no_assistant_turn", "record has no 'output' to learn from", "output")
     output = multimodal.content_text(record["output"], "output", ctx.base_dir, parts_media)
     if not output.strip():

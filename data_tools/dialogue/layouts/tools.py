@@ -67,16 +67,28 @@ def _tool_name(tool: dict[str, Any]) -> Any:
 
 def call_json(value: Any, field: str) -> str:
     """One ``function_call`` turn's content from a call or list of calls (parsed or JSON text)."""
+    calls, is_list = read_calls(value, field)
+    return calls_json(calls if is_list else calls[0])
+
+
+def read_calls(value: Any, field: str) -> tuple[list[dict[str, Any]], bool]:
+    """The ``{name, arguments}`` calls in a call or list of calls (parsed or JSON text), and
+    whether it was a list (a JSON list stays a list in the output, even of one call)."""
     if isinstance(value, str):
         try:
             value = json.loads(value)
         except ValueError as err:
             raise RecordError("invalid_tool_call", f"tool call is not valid JSON: {err}", field) from None
-    calls = value if isinstance(value, list) else [value]
+    is_list = isinstance(value, list)
+    calls = value if is_list else [value]
     if not calls:
         raise RecordError("invalid_tool_call", "tool call list is empty", field)
-    out = [_call(call, f"{field}[{i}]" if isinstance(value, list) else field) for i, call in enumerate(calls)]
-    return orjson.dumps(out if isinstance(value, list) else out[0]).decode()
+    return [_call(call, f"{field}[{i}]" if is_list else field) for i, call in enumerate(calls)], is_list
+
+
+def calls_json(calls: dict[str, Any] | list[dict[str, Any]]) -> str:
+    """A ``function_call`` turn's content: one call, or a list of parallel calls, as JSON."""
+    return orjson.dumps(calls).decode()
 
 
 def _call(call: Any, field: str) -> dict[str, Any]:
@@ -123,7 +135,7 @@ def merge_calls(first: str, second: str) -> str:
     text, calls = _split_text(first)
     more_text, more = _split_text(second)
     merged = _as_list(calls) + _as_list(more)
-    return with_text(text + more_text, orjson.dumps(merged).decode())
+    return with_text(text + more_text, calls_json(merged))
 
 
 def _split_text(content: str) -> tuple[str, str]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from lfkit.data_tools.core.records import RecordError
 from lfkit.data_tools.dialogue.layouts import multimodal, tools
 
@@ -44,13 +43,13 @@ def assistant_turn(
                 raise RecordError("non_text_content", "a reasoning part needs a 'value' string", where)
             reasoning.append(value)
         elif kind == TOOL_CALL:
-            calls.append(orjson.loads(tools.call_json(part.get("value"), where)))
+            calls.extend(tools.read_calls(part.get("value"), where)[0])
         else:
             texts.append(multimodal.part_text(part, where, base_dir, parts_media))
     text = "".join(texts)
     thought = "".join(reasoning).strip("\n")
     if thought.strip():
-        text = f"{THINK_OPEN}{thought}{THINK_CLOSE}{text.lstrip(chr(10))}"
+        text = THINK_OPEN + thought + THINK_CLOSE + text.lstrip("\n")
     if not calls:
         return text, None
-    return text, orjson.dumps(calls if len(calls) > 1 else calls[0]).decode()
+    return text, tools.calls_json(calls if len(calls) > 1 else calls[0])
