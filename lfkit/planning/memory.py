@@ -57,9 +57,11 @@ ALLOCATOR_RESERVE = 0.05  # caching-allocator overhead, as a fraction of the ten
 LOGIT_PEAK_BYTES = 12  # per [token x vocab] entry at the loss's backward (3 fp32 tensors)
 # kl_beta (lfkit.plugin.kl_loss): the model's logits and the gradient buffer the chunked loss fills in
 # the forward, per entry and per byte of the compute dtype; and its float32 [chunk x vocab] temporaries
-# (CHUNK_ELEMENTS = 2**22 elements each, about four alive at a time).
+# (about four alive at a time). KL_CHUNK_ELEMENTS is the plugin's CHUNK_ELEMENTS, restated because
+# importing it would load torch into the planner; tests/planning/test_memory_model.py keeps them equal.
 KL_LOGITS_COPIES = 2
-KL_CHUNK_BYTES = 4 * (1 << 22) * 4
+KL_CHUNK_ELEMENTS = 1 << 22
+KL_CHUNK_BYTES = 4 * KL_CHUNK_ELEMENTS * 4
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit + 8-bit absmax per 64 + fp32 per 256 blocks
 NF4_BYTES_NO_DOUBLE_QUANT = 0.5 + 4 / 64
 INT8_BYTES = 1.0 + 4 / 4096

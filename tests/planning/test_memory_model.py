@@ -18,6 +18,7 @@ from lfkit.planning.measurements import ISSUE_MEMORY
 from lfkit.planning.memory import (
     ALLOCATOR_RESERVE,
     CUDA_CONTEXT_BYTES,
+    KL_CHUNK_ELEMENTS,
     estimate_memory,
     layer_activations,
 )
@@ -75,6 +76,12 @@ def test_logits_peak_is_12_bytes_per_entry_and_kl_betas_chunked_loss_4():
     # chunks, and the reference's bf16 hidden states: less than stock's loss (no float32 copy).
     assert kl.get("logits") == TOKENS * 152064 * 4 + 4 * 2**22 * 4 + TOKENS * H * 2
     assert kl.get("logits") < est.get("logits")
+
+
+def test_kl_chunk_is_the_plugins():
+    from lfkit.plugin.kl_loss import CHUNK_ELEMENTS
+
+    assert KL_CHUNK_ELEMENTS == CHUNK_ELEMENTS
 
 
 def test_zero3_gathers_embedding_and_lm_head_as_two_segments():
